@@ -1,0 +1,145 @@
+"""A user's own daily prices from a CSV file (``data_source="csv:PATH"``).
+
+The file is one instrument (the symbol is a label, except as below). What is accepted:
+
+* Dates: a column named ``Date`` (also ``Datetime``, ``Timestamp``, ``Time``; any case) or else
+  the first column. ISO dates are best; anything pandas parses works, and offsets such as
+  ``2020-01-02 00:00:00-05:00`` keep their local date.
+* Columns ``Open High Low Close Volume``, matched case- and punctuation-insensitively; other
+  columns are ignored.
+* ``Adj Close`` (optional) is *used*: Open/High/Low are scaled by ``Adj Close / Close`` and Close
+  becomes ``Adj Close``, the same split/dividend adjustment the yfinance source applies
+  (``auto_adjust=True``), so a file exported from Yahoo trains on the same prices as a download.
+  Drop the column to train on raw prices.
+* A ``Symbol``/``Ticker`` column, if present, selects the rows of the requested symbol.
+* Unsorted dates are sorted. Everything else that is wrong — a missing or empty file, missing
+  columns, an unparseable date, a duplicate date, a missing or non-numeric value, a non-positive
+  price, too few rows in the window — is a :class:`~trainkit.errors.DataError` naming the file.
+  A broken CSV never falls back to another source: the user asked for *this* file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import os
+
+import pandas as pd
+
+from trainkit.data.base import _canonical_name, check_window, slice_window, to_date_index, validate_ohlcv
+from trainkit.errors import DataError
+
+_DATE_NAMES = ("date", "datetime", "timestamp", "time")
+_SYMBOL_NAMES = ("symbol", "ticker")
+_OFFSET_RE = r"\s*(?:Z|UTC|GMT|[+-]\d{2}:?\d{2})$"
+
+
+def _read(path: str) -> pd.DataFrame:
+    label = f"CSV {path}"
+    try:
+        raw = pd.read_csv(path, skipinitialspace=True)
+    except FileNotFoundError:
+        raise DataError(f"CSV file not found: {path}") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{label}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        msg = " ".join(str(exc).split())[:200]
+        raise DataError(f"{label}: not a readable CSV ({msg})") from None
+    except OSError as exc:
+        raise DataError(f"{label}: cannot be read ({exc.strerror or exc})") from None
+    if raw.empty:
+        raise DataError(f"{label}: the file has a header but no rows")
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return raw
+
+
+def _date_column(raw: pd.DataFrame) -> str:
+    for col in raw.columns:
+        if _canonical_name(col) in _DATE_NAMES:
+            return col
+    return raw.columns[0]
+
+
+def _parse_dates(values: pd.Series, label: str, column: str) -> pd.DatetimeIndex:
+    text = values.astype("string").str.strip()
+    empty = text.isna() | (text == "")
+    if empty.any():
+        line = int(empty.to_numpy().nonzero()[0][0]) + 2  # 1-based, after the header line
+        raise DataError(f"{label}: empty date in column {column!r} on line {line}")
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    except (ValueError, TypeError):
+        # UTC offsets that change within the file (daylight saving in an export such as
+        # "2020-01-02 00:00:00-05:00"): each row's local wall-clock date is the one meant
+        local = text.str.replace(_OFFSET_RE, "", regex=True)
+        try:
+            parsed = pd.to_datetime(local, errors="coerce", format="mixed")
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{label}: dates in column {column!r} could not be parsed ({exc})") from None
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = int(bad.nonzero()[0][0])
+        raise DataError(
+            f"{label}: unparseable date {text.iloc[i]!r} in column {column!r} on line {i + 2} "
+            "(use YYYY-MM-DD, or name the date column 'Date')"
+        )
+    return to_date_index(pd.DatetimeIndex(parsed), label)
+
+
+@functools.lru_cache(maxsize=16)
+def _load(path: str, mtime_ns: int, size: int, symbol: str) -> pd.DataFrame:
+    """The whole file, validated; cached per process by (path, mtime, size, symbol)."""
+    label = f"CSV {path}"
+    raw = _read(path)
+    sym_cols = [c for c in raw.columns if _canonical_name(c) in _SYMBOL_NAMES]
+    if sym_cols:
+        col = sym_cols[0]
+        keep = raw[col].astype("string").str.strip().str.upper() == symbol
+        if not keep.any():
+            have = sorted(raw[col].dropna().astype(str).str.strip().str.upper().unique())[:5]
+            raise DataError(f"{label}: no rows for {symbol} in column {col!r} (found {', '.join(have)})")
+        raw = raw[keep.fillna(False).to_numpy()].reset_index(drop=True)
+    date_col = _date_column(raw)
+    index = _parse_dates(raw[date_col], label, date_col)
+    frame = raw.drop(columns=[date_col] + sym_cols)
+    frame.index = index
+    return validate_ohlcv(frame, label)
+
+
+class CsvFetcher:
+    """Prices from one CSV file (see the module docstring for the accepted format)."""
+
+    name = "csv"
+
+    def __init__(self, path: str) -> None:
+        if not isinstance(path, str) or not path.strip():
+            raise DataError("csv data source needs a file path, e.g. csv:prices/AAPL.csv")
+        self.path = os.path.abspath(os.path.expanduser(path.strip()))
+
+    @property
+    def source(self) -> str:
+        """The canonical source string, ``csv:/absolute/path``."""
+        return f"csv:{self.path}"
+
+    def load(self, symbol: str) -> pd.DataFrame:
+        """The whole file as a clean frame (a copy)."""
+        from trainkit.config import validate_symbol
+
+        sym = validate_symbol(symbol)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise DataError(f"CSV file not found: {self.path}") from None
+        except OSError as exc:
+            raise DataError(f"CSV {self.path}: cannot be read ({exc.strerror or exc})") from None
+        if os.path.isdir(self.path):
+            raise DataError(f"CSV {self.path}: is a directory, not a file")
+        return _load(self.path, st.st_mtime_ns, st.st_size, sym).copy()
+
+    def fetch(self, symbol: str, start: _dt.date, end: _dt.date) -> pd.DataFrame:
+        s, e = check_window(start, end)
+        frame = self.load(symbol)
+        return slice_window(frame, s, e, f"CSV {self.path}")
+
+    def __repr__(self) -> str:
+        return f"CsvFetcher({self.path!r})"
