@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
@@ -86,8 +86,8 @@ class TradingVecEnv(VecEnv):
     def __init__(self, env: TradingEnv, n_envs: int) -> None:
         if n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        self.env = env  # before VecEnv.__init__, which asks it for render_mode
         super().__init__(n_envs, env.observation_space, env.action_space)
-        self.env = env
         self._obs = env.obs_table
         self._rew = env.reward_table
         self._levels = position_levels(env.allow_short)
@@ -340,6 +340,9 @@ def train(
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    # argument validation of torch distributions costs ~20% of a policy forward at this size
+    validate = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
     control: _ControlCallback | None = None
     writer: _SinkWriter | None = None
     try:
@@ -354,7 +357,7 @@ def train(
         else:
             per_iter = int(config.hyperparams.get("n_steps", 1)) * model.n_envs
             log_interval = max(1, round(_LOG_EVERY_STEPS / per_iter))
-        model.learn(total_timesteps=int(config.timesteps), callback=CallbackList([control]),
+        model.learn(total_timesteps=int(config.timesteps), callback=control,
                     log_interval=log_interval, progress_bar=False)
         if control.stopped:
             raise TrainingInterrupted(
@@ -366,11 +369,9 @@ def train(
         if control is not None:
             control.close()
         if writer is not None:
-            try:
-                writer.sink.flush()
-            finally:
-                pass
+            writer.sink.flush()
         torch.set_num_threads(threads)
+        torch.distributions.Distribution.set_default_validate_args(validate)
 
 
 # ---------------------------------------------------------------------------- persistence

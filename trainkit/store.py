@@ -68,6 +68,7 @@ TAG_MODEL_ID = "trainkit.model_id"
 TAG_MODEL_URI = "trainkit.model_uri"
 TAG_CLAIM = "trainkit.claim_hash"
 TAG_HEARTBEAT = "trainkit.heartbeat"
+TAG_CLAIM_STATE = "trainkit.claim_state"  # "training" once a claim has won its tie
 TAG_BROKEN = "trainkit.broken"
 TAG_FAILURE = "trainkit.failure"
 TAG_NOTE = "mlflow.note.content"
@@ -309,6 +310,13 @@ def _served_order(run: Any) -> tuple:
     return (fallback, -(run.info.start_time or 0), run.info.run_id)
 
 
+def _is_model_run(run: Any) -> bool:
+    """A run trainkit published a model in — not another tool's run that happens to use a
+    ``config_hash`` tag too (``clear`` must never touch those)."""
+    tags = run.data.tags
+    return bool(_HEX64.match(tags.get(TAG_HASH, ""))) and bool(tags.get(TAG_MODEL_SHA)) and bool(tags.get(TAG_VERSION))
+
+
 def _claim_order(run: Any) -> tuple:
     return (run.info.start_time or 0, run.info.run_id)
 
@@ -364,8 +372,9 @@ class Claim:
     """A RUNNING run that reserves a config hash for one trainer, kept alive by a heartbeat
     thread (``MlflowClient.set_tag`` — never the fluent API, which is per-thread)."""
 
-    def __init__(self, store: ModelStore, run_id: str, config_hash: str, *, external: bool) -> None:
+    def __init__(self, store: ModelStore, run_id: str, config_hash: str, *, external: bool, start_time: int = 0) -> None:
         self.store, self.run_id, self.config_hash = store, run_id, config_hash
+        self.start_time = int(start_time or 0)  # ms, orders claims (oldest wins)
         self.external = external  # a run we did not create (mlflow run's project run)
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -394,9 +403,18 @@ class Claim:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=30)
 
+    def mark_won(self) -> None:
+        """Say that this claim won its tie and is training: a claim created later can then never
+        win against it, whatever the clocks of the machines say."""
+        with contextlib.suppress(Exception):
+            self.store.client.set_tag(self.run_id, TAG_CLAIM_STATE, "training")
+
     def abandon(self) -> None:
-        """Give the hash up without a model (lost the tie, or a model appeared meanwhile)."""
+        """Give the hash up without a model (lost the tie, or a model appeared meanwhile). A
+        claim that was taken over is left as the taker marked it (FAILED, for the record)."""
         self.stop_heartbeat()
+        if self.lost.is_set():
+            return
         client = self.store.client
         with contextlib.suppress(Exception):
             client.delete_tag(self.run_id, TAG_CLAIM)
@@ -405,8 +423,11 @@ class Claim:
                 client.delete_run(self.run_id)
 
     def fail(self, reason: str, status: str = "FAILED") -> None:
-        """End the claim without a model: FAILED (error) or KILLED (Ctrl-C), released at once."""
+        """End the claim without a model: FAILED (error) or KILLED (Ctrl-C), released at once
+        so that a waiting process takes over without waiting for the claim to go stale."""
         self.stop_heartbeat()
+        if self.lost.is_set():
+            return
         client = self.store.client
         with contextlib.suppress(Exception):
             client.set_tag(self.run_id, TAG_FAILURE, reason[:5000])
@@ -510,7 +531,7 @@ class ModelStore:
         if not _HEX64.match(config_hash):
             raise ConfigError(f"config hash {config_hash!r} must be 64 hex characters")
         runs = self._search(f"tags.{TAG_HASH} = {quote(config_hash)} and attributes.status = 'FINISHED'")
-        runs = [r for r in runs if not r.data.tags.get(TAG_BROKEN)]
+        runs = [r for r in runs if _is_model_run(r) and not r.data.tags.get(TAG_BROKEN)]
         return sorted(runs, key=_served_order)
 
     def find(self, config_hash: str, accept: Any = None) -> CachedModel | None:
@@ -553,47 +574,77 @@ class ModelStore:
         accept: Any = None,
     ) -> Claim | CachedModel:
         """Either a :class:`Claim` (this process trains) or the :class:`CachedModel` another
-        trainer finished while we waited. Waits as long as the claim holder is alive."""
+        trainer finished while we waited. Waits as long as the claim holder is alive.
+
+        The protocol, in the tracking store only: no FINISHED hit and no live claim → create a
+        claim (a RUNNING run tagged ``trainkit.claim_hash``), let ``TRAINKIT_CLAIM_SETTLE``
+        seconds pass so concurrent claimants become visible, then the winner is a claim already
+        marked ``training`` if there is one, else the oldest (``start_time``, then ``run_id``).
+        Losers delete their claim and wait; a claim whose heartbeat is older than
+        ``TRAINKIT_STALE_AFTER`` is marked FAILED and no longer counts."""
         h = config.config_hash
         mine: Claim | None = None
         settle = _env_float("TRAINKIT_CLAIM_SETTLE", 1.0)
         waited = False
-        while True:
-            hit = self.find(h, accept)
-            if hit is not None:
-                if mine is not None:
-                    mine.abandon()
-                return hit
-            live, stale = self._live_claims(h)
-            for r in stale:
-                if mine is not None and r.info.run_id == mine.run_id:
+        try:
+            while True:
+                hit = self.find(h, accept)
+                if hit is not None:
+                    if mine is not None:
+                        mine.abandon()
+                    return hit
+                live, stale = self._live_claims(h)
+                self._take_over(stale, config, keep=mine.run_id if mine else None)
+                if mine is None and not live:
+                    mine = self._create_claim(config, provenance, project_run_id)
+                    time.sleep(settle)
                     continue
-                log.warning("claim %s for %s is stale (no heartbeat for %ss): taking over", r.info.run_id, config.symbol, int(stale_after()))
-                with contextlib.suppress(Exception):
-                    self.client.set_tag(r.info.run_id, TAG_FAILURE, "stale claim: trainer stopped sending heartbeats")
-                    self.client.delete_tag(r.info.run_id, TAG_CLAIM)
-                    self.client.set_terminated(r.info.run_id, status="FAILED")
-            if mine is None and not live:
-                mine = self._create_claim(config, provenance, project_run_id)
-                time.sleep(settle)
+                if mine is not None:
+                    others = [r for r in live if r.info.run_id != mine.run_id]
+                    if mine.lost.is_set():
+                        mine.abandon()
+                        mine = None
+                    elif self._wins(mine, others):
+                        mine.mark_won()
+                        return mine
+                    else:
+                        mine.abandon()
+                        mine = None
+                    live = others
+                if not live:
+                    continue
+                if not waited:
+                    waited = True
+                    holder = min(live, key=_claim_order).info.run_id
+                    log.info("%s: another trainer (run %s) is training this config; waiting for it", config.symbol, holder)
+                    if on_wait:
+                        on_wait(holder)
+                time.sleep(poll_seconds * (0.75 + 0.5 * (os.getpid() % 100) / 100))
+        except BaseException:
+            if mine is not None:  # Ctrl-C or an error while claiming: release at once
+                mine.fail("interrupted while claiming", status="KILLED")
+            raise
+
+    @staticmethod
+    def _wins(mine: Claim, others: list[Any]) -> bool:
+        if any(r.data.tags.get(TAG_CLAIM_STATE) == "training" for r in others):
+            return False  # someone already won (and may have a clock behind ours)
+        my_order = (mine.start_time, mine.run_id)
+        return all(my_order < _claim_order(r) for r in others)
+
+    def _take_over(self, stale: list[Any], config: TrainConfig, keep: str | None) -> None:
+        """Mark claims whose trainer stopped sending heartbeats FAILED, so they stop counting."""
+        for r in stale:
+            if r.info.run_id == keep:
                 continue
-            if mine is not None:
-                ids = {r.info.run_id for r in live}
-                if mine.run_id not in ids:
-                    # our own claim is not visible as live (should not happen): re-assert it
-                    live.append(self.client.get_run(mine.run_id))
-                winner = min(live, key=_claim_order)
-                if winner.info.run_id == mine.run_id:
-                    return mine
-                mine.abandon()
-                mine = None
-            if not waited:
-                waited = True
-                holder = min(live, key=_claim_order).info.run_id if live else "?"
-                log.info("%s: another trainer (run %s) is training this config; waiting for it", config.symbol, holder)
-                if on_wait:
-                    on_wait(holder)
-            time.sleep(poll_seconds * (0.75 + 0.5 * (hash(threading.get_ident()) % 100) / 100))
+            log.warning(
+                "claim %s for %s is stale (no heartbeat for %ss): taking over",
+                r.info.run_id, config.symbol, int(stale_after()),
+            )
+            with contextlib.suppress(Exception):
+                self.client.set_tag(r.info.run_id, TAG_FAILURE, "stale claim: its trainer stopped sending heartbeats")
+                self.client.delete_tag(r.info.run_id, TAG_CLAIM)
+                self.client.set_terminated(r.info.run_id, status="FAILED")
 
     def _create_claim(self, config: TrainConfig, provenance: DataProvenance, project_run_id: str | None) -> Claim:
         tags = {
@@ -620,7 +671,7 @@ class ModelStore:
                 run_id = run.info.run_id
             if params:
                 self.client.log_batch(run_id, params=_params(params))
-        return Claim(self, run_id, config.config_hash, external=bool(project_run_id))
+        return Claim(self, run_id, config.config_hash, external=bool(project_run_id), start_time=run.info.start_time)
 
     # ---- publish
     def publish(
@@ -668,6 +719,7 @@ class ModelStore:
             with self.errors("logging the model"), self._fluent(), warnings.catch_warnings():
                 # MLflow nags about input examples and type hints; the signature says it all
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+                warnings.filterwarnings("ignore", message=r".*type hints.*", category=UserWarning)
                 if frame is not None:
                     self._log_dataset(run_id, config, provenance, frame)
                 if metrics:
@@ -719,9 +771,13 @@ class ModelStore:
                     }
                 ),
             )
-            self.client.delete_tag(run_id, TAG_CLAIM)
-            if not claim.external:
-                self.client.set_terminated(run_id, status="FINISHED")
+            # FINISHED before the claim tag goes, so a waiting process sees either the live claim
+            # or the model, never neither; FINISHED even for `mlflow run`'s project run (mlflow
+            # ends it again when the process exits)
+            self.client.set_terminated(run_id, status="FINISHED")
+            for tag in (TAG_CLAIM, TAG_CLAIM_STATE, TAG_HEARTBEAT):
+                with contextlib.suppress(Exception):
+                    self.client.delete_tag(run_id, tag)
             run = self.client.get_run(run_id)
         return _record(run, status="fallback" if provenance.fallback_reason else "ready")
 
@@ -838,15 +894,18 @@ class ModelStore:
 
     # ---- list / clear
     def registered_index(self) -> dict[str, list[str]]:
-        """run_id -> ["name/version", …] for every registered model version pointing at it."""
+        """run_id and model_id -> ["name/version", …] for every registered model version
+        pointing at them."""
         out: dict[str, list[str]] = {}
         token = None
         with self.errors("reading the model registry"):
             while True:
                 page = self.client.search_model_versions(max_results=1000, page_token=token)
                 for mv in page:
-                    if mv.run_id:
-                        out.setdefault(mv.run_id, []).append(f"{mv.name}/{mv.version}")
+                    label = f"{mv.name}/{mv.version}"
+                    mid = getattr(mv, "model_id", None)
+                    for key in {mv.run_id, mid} - {None, ""}:
+                        out.setdefault(key, []).append(label)
                 token = page.token
                 if not token:
                     return out
@@ -867,9 +926,14 @@ class ModelStore:
             registered = self.registered_index()
         except StoreError:
             registered = {}
-        out = [_record(r, registered=tuple(registered.get(r.info.run_id, ()))) for r in runs]
+        out = [
+            _record(r, registered=tuple(registered.get(r.info.run_id, ()) or registered.get(r.data.tags.get(TAG_MODEL_ID, ""), ())))
+            for r in runs
+            if _is_model_run(r)
+        ]
         if include_training:
             claims = self._search(f"tags.`{TAG_CLAIM}` LIKE '%' and attributes.status = 'RUNNING'{sym}", [exp])
+            claims = [r for r in claims if r.data.tags.get(TAG_VERSION)]
             now, limit = time.time(), stale_after()
             for r in claims:
                 try:

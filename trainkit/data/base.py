@@ -21,7 +21,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from trainkit.errors import DataError
+from trainkit.config import parse_date
+from trainkit.errors import ConfigError, DataError
 
 log = logging.getLogger("trainkit")
 
@@ -45,7 +46,8 @@ class DataFetcher(Protocol):
     def fetch(self, symbol: str, start: _dt.date, end: _dt.date) -> pd.DataFrame: ...
 
 
-def _canonical_name(name: object) -> str:
+def canonical_name(name: object) -> str:
+    """A column name reduced to lower-case letters and digits (``Adj_Close`` → ``adjclose``)."""
     return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 
@@ -65,7 +67,7 @@ def standardize_columns(frame: pd.DataFrame) -> pd.DataFrame:
     ``ADJ CLOSE`` → ``Adj Close``); other columns are left alone."""
     mapping = {}
     for col in frame.columns:
-        target = _ALIASES.get(_canonical_name(col))
+        target = _ALIASES.get(canonical_name(col))
         if target is not None and col != target:
             mapping[col] = target
     return frame.rename(columns=mapping) if mapping else frame
@@ -247,19 +249,11 @@ def as_date(value: object, name: str) -> _dt.date:
     """A ``datetime.date`` from a date, datetime, pandas Timestamp or ISO string."""
     if isinstance(value, pd.Timestamp):
         return value.date()
-    if isinstance(value, _dt.datetime):
-        return value.date()
-    if isinstance(value, _dt.date):
-        return value
-    from trainkit.config import parse_date
-
     return parse_date(value, name)
 
 
 def check_window(start: object, end: object) -> tuple[_dt.date, _dt.date]:
     """Parse and order-check a fetch window (``start <= end``; ``ConfigError`` otherwise)."""
-    from trainkit.errors import ConfigError
-
     s, e = as_date(start, "start"), as_date(end, "end")
     if s > e:
         raise ConfigError(f"start {s} is after end {e}: swap them")

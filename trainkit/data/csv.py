@@ -26,7 +26,8 @@ import os
 
 import pandas as pd
 
-from trainkit.data.base import _canonical_name, check_window, slice_window, to_date_index, validate_ohlcv
+from trainkit.config import validate_symbol
+from trainkit.data.base import canonical_name, check_window, slice_window, to_date_index, validate_ohlcv
 from trainkit.errors import DataError
 
 _DATE_NAMES = ("date", "datetime", "timestamp", "time")
@@ -55,7 +56,7 @@ def _read(path: str) -> pd.DataFrame:
 
 def _date_column(raw: pd.DataFrame) -> str:
     for col in raw.columns:
-        if _canonical_name(col) in _DATE_NAMES:
+        if canonical_name(col) in _DATE_NAMES:
             return col
     return raw.columns[0]
 
@@ -91,7 +92,7 @@ def _load(path: str, mtime_ns: int, size: int, symbol: str) -> pd.DataFrame:
     """The whole file, validated; cached per process by (path, mtime, size, symbol)."""
     label = f"CSV {path}"
     raw = _read(path)
-    sym_cols = [c for c in raw.columns if _canonical_name(c) in _SYMBOL_NAMES]
+    sym_cols = [c for c in raw.columns if canonical_name(c) in _SYMBOL_NAMES]
     if sym_cols:
         col = sym_cols[0]
         keep = raw[col].astype("string").str.strip().str.upper() == symbol
@@ -123,8 +124,6 @@ class CsvFetcher:
 
     def load(self, symbol: str) -> pd.DataFrame:
         """The whole file as a clean frame (a copy)."""
-        from trainkit.config import validate_symbol
-
         sym = validate_symbol(symbol)
         try:
             st = os.stat(self.path)

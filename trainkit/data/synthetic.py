@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from trainkit.config import default_data_seed, validate_symbol
 from trainkit.data.base import OHLCV_COLUMNS, check_window, slice_window
 from trainkit.errors import DataError
 
@@ -88,7 +89,7 @@ def synthetic_ohlcv(
     mu = float(rng.uniform(0.0, 0.08)) if annual_drift is None else float(annual_drift)
     sigma = float(rng.uniform(0.15, 0.40)) if annual_vol is None else float(annual_vol)
     log_volume0 = float(rng.uniform(np.log(2e5), np.log(5e7)))
-    alpha, beta = float(rng.uniform(0.05, 0.10)), float(rng.uniform(0.86, 0.92))
+    alpha, beta = float(rng.uniform(0.05, 0.09)), float(rng.uniform(0.85, 0.90))  # alpha + beta < 1
     overnight_share = float(rng.uniform(0.2, 0.4))
     if p0 <= 0 or sigma <= 0:
         raise ValueError("start_price and annual_vol must be > 0")
@@ -159,13 +160,9 @@ class SyntheticFetcher:
         self.data_seed = None if data_seed is None else int(data_seed)
 
     def seed_for(self, symbol: str) -> int:
-        from trainkit.config import default_data_seed
-
         return default_data_seed(symbol) if self.data_seed is None else self.data_seed
 
     def fetch(self, symbol: str, start: _dt.date, end: _dt.date) -> pd.DataFrame:
-        from trainkit.config import validate_symbol
-
         sym = validate_symbol(symbol)
         s, e = check_window(start, end)
         seed = self.seed_for(sym)

@@ -40,6 +40,7 @@ from typing import Any
 
 import pandas as pd
 
+from trainkit.config import validate_symbol
 from trainkit.data.base import (
     OHLCV_COLUMNS,
     check_window,
@@ -263,17 +264,15 @@ class YahooFetcher:
     def fetch(self, symbol: str, start: _dt.date, end: _dt.date) -> pd.DataFrame:
         """Bars within ``[start, end]``: from the disk cache when it covers the window, else
         downloaded (and cached). ``DataError`` when Yahoo does not deliver."""
-        from trainkit.config import validate_symbol
-
         sym = validate_symbol(symbol)
         s, e = check_window(start, end)
         label = f"yfinance data for {sym}"
-        hit = self.cached(sym, s, e)
-        if hit is not None:
-            return hit
-        lo, hi = s, e
         stored = self.cache.read(sym) if self.use_cache else None
+        lo, hi = s, e
         if stored is not None:
+            hit = self._from_stored(sym, stored, s, e)
+            if hit is not None:
+                return hit
             lo, hi = min(s, stored[1]), max(e, stored[2])
         frame = self.download(sym, lo, hi)
         if self.use_cache:
@@ -288,13 +287,14 @@ class YahooFetcher:
         Never touches the network. ``DataError`` if it is covered but has too few rows."""
         if not self.use_cache:
             return None
-        from trainkit.config import validate_symbol
-
         sym = validate_symbol(symbol)
         s, e = check_window(start, end)
         stored = self.cache.read(sym)
-        if stored is None:
-            return None
+        return None if stored is None else self._from_stored(sym, stored, s, e)
+
+    def _from_stored(
+        self, sym: str, stored: tuple[pd.DataFrame, _dt.date, _dt.date], s: _dt.date, e: _dt.date
+    ) -> pd.DataFrame | None:
         frame, cs, ce = stored
         if not (cs <= s and e <= ce):
             return None

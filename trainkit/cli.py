@@ -1,0 +1,768 @@
+"""The ``trainkit`` command line: thin click commands over :class:`~trainkit.manager.TrainingManager`
+and :func:`~trainkit.backtest.run_backtest`.
+
+What this module owns, and nothing else: parsing and validating the command line, formatting
+results for people (one line per symbol, rich tables) and for scripts (``--json``: exactly one
+JSON document on stdout), logging to stderr, and exit codes (Decision 13):
+
+* ``0`` success;
+* ``2`` the command line or a value is invalid (click usage errors, :class:`~trainkit.errors.UserError`),
+  reported before anything is fetched, trained or written — or ``clear`` refused to delete
+  without confirmation (no terminal to ask on and no ``--yes``);
+* ``1`` a runtime failure (data, store, network, integrity: every other
+  :class:`~trainkit.errors.TrainkitError`), or the user declined ``clear``'s prompt;
+* ``130`` interrupted (Ctrl-C).
+
+Errors are one line on stderr (``error: …``); ``--verbose`` adds the traceback.
+
+Import discipline: ``trainkit --help`` must answer fast, so only click and trainkit's stdlib-only
+modules (config, errors, hyperparams) are imported at module level; torch, stable-baselines3,
+mlflow, pandas and rich are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from trainkit import __version__
+from trainkit.config import (
+    FEATURE_CATALOG_SIZE,
+    TrainConfig,
+    parse_data_source,
+    parse_date,
+    parse_older_than,
+    validate_symbol,
+)
+from trainkit.errors import ConfigError, TrainkitError
+from trainkit.hyperparams import ALGORITHM_DEFAULTS
+
+log = logging.getLogger("trainkit")
+
+#: exit codes (see the module docstring)
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: what the text output says for each training status
+STATUS_TEXT = {"cached": "cached", "trained": "trained", "fallback": "fell back to synthetic"}
+
+_DEFAULT_TRAIN_START = "2020-01-01"
+_DEFAULT_TRAIN_END = "2022-12-31"
+_TRAIN_DEFAULTS = TrainConfig.__dataclass_fields__  # the config's own defaults, shown in --help
+
+
+@dataclass
+class Settings:
+    """Global options, shared by every command through ``ctx.obj``."""
+
+    tracking_uri: str | None = None
+    experiment: str = "trainkit"
+    verbose: int = 0
+
+    def manager(self) -> Any:
+        from trainkit.manager import TrainingManager
+
+        return TrainingManager(self.tracking_uri, self.experiment)
+
+
+_state = Settings()  # what main() needs to know (e.g. --verbose) after click has returned
+
+
+class _Interrupted(Exception):
+    """Ctrl-C, carried past click (which would print a blank line and raise Abort)."""
+
+
+# ----------------------------------------------------------------------------- logging / output
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info and _state.verbose:
+            msg += "\n" + self.formatException(record.exc_info)
+        return msg
+
+
+def setup_logging(verbose: int) -> None:
+    """The ``trainkit`` logger writes to stderr: warnings always (e.g. the synthetic
+    fallback), info with ``-v``, debug with ``-vv``. MLflow's own INFO chatter is silenced
+    unless ``-v`` (and unless the user set ``MLFLOW_LOGGING_LEVEL``). Idempotent."""
+    logger = logging.getLogger("trainkit")
+    for h in [h for h in logger.handlers if getattr(h, "_trainkit_cli", False)]:
+        logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._trainkit_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(_Formatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
+    logger.propagate = False
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+
+
+@contextlib.contextmanager
+def _stdout_for(json_mode: bool) -> Iterator[Any]:
+    """Yield the stream results go to. In ``--json`` mode anything else that prints to
+    stdout while we work (a library's chatter) is sent to stderr, so stdout carries exactly
+    one JSON document."""
+    real = sys.stdout
+    if not json_mode:
+        yield real
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield real
+
+
+def _emit_json(stream: Any, doc: Any) -> None:
+    stream.write(json.dumps(doc, indent=2, default=str) + "\n")
+    stream.flush()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- the group
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted() from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--tracking-uri", metavar="URI",
+              help="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the current directory.")
+@click.option("--experiment", default="trainkit", show_default=True, metavar="NAME",
+              help="MLflow experiment that holds the cache.")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv: debug); tracebacks on errors.")
+@click.version_option(__version__, "--version", prog_name="trainkit")
+@click.pass_context
+def cli(ctx: click.Context, tracking_uri: str | None, experiment: str, verbose: int) -> None:
+    """Train reinforcement-learning trading agents per stock symbol, once per configuration:
+    every model is cached in MLflow under the hash of its config.
+
+    \b
+    Examples:
+      trainkit train --symbols AAPL MSFT --train-start 2020-01-01 --train-end 2022-12-31
+      trainkit list --symbol AAPL
+      trainkit backtest --model-uri runs:/<run_id>/model --start 2023-01-01 --end 2023-12-31
+      trainkit clear --symbol AAPL --older-than 30d
+
+    Exit codes: 0 ok, 1 runtime failure, 2 invalid command line or values, 130 interrupted.
+    """
+    _state.tracking_uri = tracking_uri or None
+    _state.experiment = experiment
+    _state.verbose = verbose
+    ctx.obj = _state
+    setup_logging(verbose)
+
+
+# ----------------------------------------------------------------------------- train
+class SymbolsCommand(click.Command):
+    """Accepts ``--symbols A B C`` (Decision 4): click options take one value each, so the
+    tokens after ``--symbols`` up to the next ``-…`` token are rewritten into repeated
+    ``--symbols`` options before click parses them."""
+
+    multi_value_options: tuple[str, ...] = ("--symbols",)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_multi_value(args, self.multi_value_options))
+
+
+def expand_multi_value(args: Sequence[str], options: Sequence[str]) -> list[str]:
+    """``["--symbols", "A", "B", "--x", "1"]`` → ``["--symbols", "A", "--symbols", "B", "--x", "1"]``.
+    A lone ``--symbols`` is left alone so click reports the missing value; ``--`` stops it."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if tok == "--":
+            out.extend(args[i:])
+            break
+        name = tok.split("=", 1)[0]
+        if name in options:
+            values = [tok.split("=", 1)[1]] if "=" in tok else []
+            j = i + 1
+            while j < len(args) and not args[j].startswith("-"):
+                values.append(args[j])
+                j += 1
+            if values:
+                for v in values:
+                    out += [name, v]
+            else:
+                out.append(tok)
+            i = j
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
+def _symbols_callback(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for raw in value:
+        for part in raw.replace(",", " ").split():
+            try:
+                sym = validate_symbol(part)
+            except ConfigError as exc:
+                raise click.BadParameter(str(exc)) from None
+            if sym not in out:
+                out.append(sym)
+    if not out:
+        raise click.BadParameter("give at least one symbol, e.g. --symbols AAPL MSFT")
+    return out
+
+
+def _hp_callback(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in value:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE, e.g. --hp learning_rate=3e-4 --hp net_arch=64,64")
+        out[key.strip()] = val.strip()
+    return out
+
+
+def _data_source_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        kind, path = parse_data_source(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if kind == "csv" and not os.path.isfile(os.path.expanduser(path or "")):
+        raise click.BadParameter(f"CSV file not found: {os.path.abspath(os.path.expanduser(path or ''))}")
+    return value
+
+
+def _date_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_date(value, "--" + (param.name or "date").replace("_", "-")).isoformat()
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_HP_HELP = "; ".join(f"{algo}: {', '.join(hp)}" for algo, hp in ALGORITHM_DEFAULTS.items())
+
+
+@cli.command(cls=SymbolsCommand)
+@click.option("--symbols", "-s", multiple=True, required=True, callback=_symbols_callback, metavar="SYM [SYM…]",
+              help="One or more tickers, space-separated after one --symbols (e.g. --symbols AAPL MSFT).")
+@click.option("--train-start", default=_DEFAULT_TRAIN_START, show_default=True, callback=_date_callback, metavar="DATE",
+              help="First day of the training window (YYYY-MM-DD).")
+@click.option("--train-end", default=_DEFAULT_TRAIN_END, show_default=True, callback=_date_callback, metavar="DATE",
+              help="Last day of the training window (YYYY-MM-DD).")
+@click.option("--feature-count", type=click.IntRange(1, FEATURE_CATALOG_SIZE), default=21, show_default=True,
+              help=f"How many features of the catalog of {FEATURE_CATALOG_SIZE} to use.")
+@click.option("--data-source", default="yfinance", show_default=True, callback=_data_source_callback,
+              metavar="yfinance|synthetic|csv:PATH",
+              help="Where prices come from; yfinance falls back to synthetic data (loudly) unless --no-fallback.")
+@click.option("--timesteps", type=click.IntRange(1, 100_000_000), default=100_000, show_default=True,
+              help="Environment steps to train for.")
+@click.option("--algo", type=click.Choice(list(ALGORITHM_DEFAULTS), case_sensitive=False), default="ppo",
+              show_default=True, help="stable-baselines3 algorithm.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
+@click.option("--data-seed", type=int, default=None, help="Seed of the synthetic price path [default: derived from the symbol].")
+@click.option("--cost-bps", type=float, default=_TRAIN_DEFAULTS["cost_bps"].default, show_default=True,
+              help="Transaction cost in basis points per position change.")
+@click.option("--allow-short/--no-short", default=_TRAIN_DEFAULTS["allow_short"].default, show_default=True,
+              help="Whether the agent may hold short positions.")
+@click.option("--episode-length", type=int, default=_TRAIN_DEFAULTS["episode_length"].default, show_default=True,
+              help="Trading days per training episode.")
+@click.option("--hp", "hyperparameters", multiple=True, callback=_hp_callback, metavar="KEY=VALUE",
+              help=f"Override a hyperparameter (repeatable). Known — {_HP_HELP}.")
+@click.option("--force", type=click.BOOL, is_flag=False, flag_value=True, default=False, metavar="[true|false]",
+              help="Retrain even if a cached model exists (--force, or --force=true|false for scripts).")
+@click.option("--no-fallback", is_flag=True, help="Fail instead of training on synthetic data when yfinance does not answer.")
+@click.option("--register", is_flag=True, help="Register each model in the Model Registry as trainkit-<SYMBOL>.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Train symbols in parallel processes (never more than the number of symbols).")
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON document (a list of rows) on stdout.")
+@click.option("--dry-run", is_flag=True, help="Print each config's hash and whether it is cached; train nothing.")
+@click.pass_obj
+def train(settings: Settings, symbols: list[str], train_start: str, train_end: str, feature_count: int,
+          data_source: str, timesteps: int, algo: str, seed: int, data_seed: int | None, cost_bps: float,
+          allow_short: bool, episode_length: int, hyperparameters: dict[str, str], force: bool,
+          no_fallback: bool, register: bool, workers: int, json_mode: bool, dry_run: bool) -> None:
+    """Train (or fetch from the cache) one model per symbol.
+
+    Prints one line per symbol: symbol, cached / trained / fell back to synthetic, model URI,
+    seconds. A model is served from the cache when a finished run with the same config hash
+    exists (see --dry-run); --force retrains.
+    """
+    options: dict[str, Any] = dict(algo=algo.lower(), seed=seed, cost_bps=cost_bps, allow_short=allow_short,
+                                   episode_length=episode_length, hyperparams=hyperparameters)
+    if data_seed is not None:
+        options["data_seed"] = data_seed
+    base = dict(train_start=train_start, train_end=train_end, feature_count=feature_count,
+                data_source=data_source, timesteps=timesteps)
+    # Validate every request before any I/O (exit 2): the same resolution the manager does.
+    configs = [TrainConfig.create(sym, **base, **options) for sym in symbols]
+
+    with _stdout_for(json_mode) as out:
+        manager = settings.manager()
+        if dry_run:
+            _train_dry_run(manager, configs, out, json_mode)
+            return
+
+        project_run_id = os.environ.get("MLFLOW_RUN_ID") or None
+        if project_run_id and len(symbols) > 1:
+            log.warning("running under `mlflow run` with %d symbols: the project run %s records none of them "
+                        "(pass one symbol per project run)", len(symbols), project_run_id)
+            project_run_id = None
+        requests = [dict(symbol=c.symbol, **base, force=force, no_fallback=no_fallback, **options) for c in configs]
+        rows: list[dict[str, Any]] = []
+        width = max(len(s) for s in symbols)
+
+        def report(row: dict[str, Any]) -> None:
+            if row["status"] != "error" and register:
+                row["registered"] = _register_row(manager, row)
+            rows.append(row)
+            if not json_mode:
+                _print_train_row(out, row, width)
+
+        n_workers = min(workers, len(requests))
+        if n_workers <= 1:
+            for req in requests:
+                report(_train_one_guarded(manager, req, progress=None, project_run_id=project_run_id))
+        else:
+            _train_parallel(settings, manager.tracking_uri, requests, n_workers, report)
+
+        if json_mode:
+            order = {s: i for i, s in enumerate(symbols)}
+            _emit_json(out, sorted(rows, key=lambda r: order[r["symbol"]]))
+    failures = [r for r in rows if r["status"] == "error"]
+    if failures:
+        raise click.exceptions.Exit(max(r["exit_code"] for r in failures))
+
+
+def _train_dry_run(manager: Any, configs: list[TrainConfig], out: Any, json_mode: bool) -> None:
+    store = manager.store
+    exists = store.experiment_id_if_exists() is not None  # a dry run creates no experiment
+    rows = []
+    for c in configs:
+        rec = store.find(c.config_hash) if exists else None
+        rows.append({
+            "symbol": c.symbol, "config_hash": c.config_hash, "cached": rec is not None,
+            "model_uri": rec.model_uri if rec else None, "run_id": rec.run_id if rec else None,
+            "status": rec.status if rec else None, "config": c.to_dict(),
+        })
+    if json_mode:
+        _emit_json(out, rows)
+        return
+    width = max(len(c.symbol) for c in configs)
+    for r in rows:
+        if r["cached"]:
+            what = f"cached  {r['model_uri']}" + ("  (trained on synthetic fallback data)" if r["status"] == "fallback" else "")
+        else:
+            what = "not cached (would train)"
+        out.write(f"{r['symbol']:<{width}}  {r['config_hash']}  {what}\n")
+
+
+def _train_one_guarded(manager: Any, request: dict[str, Any], *, progress: Any, project_run_id: str | None) -> dict[str, Any]:
+    """One symbol; a trainkit error becomes an error row so the other symbols still run."""
+    try:
+        return _train_row(manager, request, progress=progress, project_run_id=project_run_id)
+    except TrainkitError as exc:
+        return _error_row(request["symbol"], exc)
+
+
+def _error_row(symbol: str, exc: BaseException) -> dict[str, Any]:
+    if _state.verbose and not isinstance(exc, click.ClickException):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    code = getattr(exc, "exit_code", EXIT_RUNTIME)
+    return {"symbol": symbol, "status": "error", "error": _one_line(exc), "exit_code": code}
+
+
+def _train_row(manager: Any, request: dict[str, Any], *, progress: Any, project_run_id: str | None) -> dict[str, Any]:
+    req = dict(request)
+    args = [req.pop(k) for k in ("symbol", "train_start", "train_end", "feature_count", "data_source", "timesteps", "force")]
+    res = manager.get(*args, progress=progress, project_run_id=project_run_id, **req)
+    return {
+        "symbol": res.config.symbol,
+        "status": res.status,
+        "model_uri": res.model_uri,
+        "run_id": res.run_id,
+        "config_hash": res.config_hash,
+        "seconds": round(res.seconds, 3),
+        "data_source": res.config.data_source,
+        "fallback_reason": res.fallback_reason,
+    }
+
+
+def _register_row(manager: Any, row: dict[str, Any]) -> str | None:
+    try:
+        name, version = manager.register(row["model_uri"])
+    except TrainkitError as exc:
+        log.error("%s: could not register %s: %s", row["symbol"], row["model_uri"], _one_line(exc))
+        row["status"], row["error"], row["exit_code"] = "error", f"registration failed: {_one_line(exc)}", exc.exit_code
+        return None
+    return f"{name}/{version}"
+
+
+def _print_train_row(out: Any, row: dict[str, Any], width: int) -> None:
+    if row["status"] == "error" and "model_uri" not in row:
+        sys.stderr.write(f"error: {row['symbol']}: {row['error']}\n")
+        return
+    status = STATUS_TEXT.get(row["status"], row["status"])
+    if row["status"] == "error":  # trained, but registration failed (already logged)
+        status = STATUS_TEXT.get("trained")
+    line = f"{row['symbol']:<{width}}  {status:<22}  {row['model_uri']}  {row['seconds']:.1f}s"
+    if row.get("registered"):
+        line += f"  registered {row['registered']}"
+    out.write(line + "\n")
+    out.flush()
+
+
+# -- parallel training (--workers N)
+def _worker_init(verbose: int) -> None:
+    """Runs first in each spawned worker: one thread per library (training pins torch to one
+    thread anyway, Decision 12; this keeps OpenMP/BLAS pools from oversubscribing the cores)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    _state.verbose = verbose
+    setup_logging(verbose)
+
+
+def _worker_train(tracking_uri: str, experiment: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Train one symbol in a worker process; returns its row (the model stays in MLflow)."""
+    from trainkit.manager import TrainingManager
+
+    manager = TrainingManager(tracking_uri, experiment)
+    # several rich bars from several processes would garble the terminal: no bars in workers
+    return _train_row(manager, request, progress=False, project_run_id=None)
+
+
+def _train_parallel(settings: Settings, tracking_uri: str, requests: list[dict[str, Any]], n_workers: int,
+                    report: Any) -> None:
+    import concurrent.futures as cf
+    import multiprocessing
+
+    pool = cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_worker_init, initargs=(settings.verbose,))
+    log.info("training %d symbols in %d worker processes", len(requests), n_workers)
+    try:
+        futures = {pool.submit(_worker_train, tracking_uri, settings.experiment, r): r["symbol"] for r in requests}
+        for fut in cf.as_completed(futures):
+            try:
+                row = fut.result()
+            except TrainkitError as exc:
+                row = _error_row(futures[fut], exc)
+            except cf.process.BrokenProcessPool as exc:
+                row = _error_row(futures[fut], RuntimeError(f"worker process died ({_one_line(exc)})"))
+            report(row)
+    except KeyboardInterrupt:
+        _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop_pool(pool: Any, grace: float = 10.0) -> None:
+    """Ctrl-C: workers in the terminal's process group got SIGINT too and mark their runs
+    KILLED; give them a moment, then interrupt (and finally terminate) any still running."""
+    import signal
+
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for wait, last_resort in ((grace, False), (5.0, True)):
+        deadline = time.monotonic() + wait
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        alive = [p for p in procs if p.is_alive()]
+        if not alive:
+            return
+        for p in alive:
+            with contextlib.suppress(OSError):
+                if last_resort:
+                    p.terminate()
+                else:
+                    os.kill(p.pid, signal.SIGINT)
+
+
+# ----------------------------------------------------------------------------- list
+@cli.command("list")
+@click.option("--symbol", "-s", default=None, metavar="SYM", help="Only this symbol.")
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON document (a list of rows) on stdout.")
+@click.pass_obj
+def list_(settings: Settings, symbol: str | None, json_mode: bool) -> None:
+    """List cached models (and trainings in progress), newest first."""
+    if symbol is not None:
+        try:
+            symbol = validate_symbol(symbol)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--symbol'") from None
+    with _stdout_for(json_mode) as out:
+        models = settings.manager().list_cached_models(symbol=symbol)
+        if json_mode:
+            _emit_json(out, [m.to_dict() for m in models])
+            return
+        if not models:
+            where = f" for {symbol}" if symbol else ""
+            out.write(f"no cached models{where} in experiment {settings.experiment!r}\n")
+            return
+        _print_models(out, models, title=None)
+
+
+def _source_text(m: Any) -> str:
+    eff = m.data_source_effective or m.data_source
+    if eff.startswith("csv:"):
+        eff = "csv:" + os.path.basename(eff[4:])
+    if m.fell_back:
+        return f"{eff} (FALLBACK from {m.data_source})"
+    return eff
+
+
+def _created_text(iso: str) -> str:
+    return iso.replace("T", " ")[:16] if iso else ""
+
+
+def _console(out: Any) -> Any:
+    from rich.console import Console
+
+    tty = hasattr(out, "isatty") and out.isatty()
+    # piped output is not cut to 80 columns: run ids must survive `| grep`
+    return Console(file=out, width=None if tty else 200, soft_wrap=False, highlight=False)
+
+
+def _print_models(out: Any, models: Sequence[Any], title: str | None, extra: dict[str, str] | None = None) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for name in ("symbol", "algo", "window", "timesteps", "features", "source", "status", "hash", "created (UTC)", "run id"):
+        table.add_column(name, no_wrap=name in ("run id", "window", "hash", "created (UTC)", "source"))
+    if extra is not None:
+        table.add_column("kept because")
+    for m in models:
+        status = m.status + (f" ({', '.join(m.registered)})" if m.registered else "")
+        cells = [
+            m.symbol, m.algo, f"{m.train_start}..{m.train_end}",
+            f"{m.timesteps:,}" if m.timesteps is not None else "?",
+            str(m.feature_count) if m.feature_count is not None else "?",
+            ("[yellow]" + _source_text(m) + "[/yellow]") if m.fell_back else _source_text(m),
+            status, m.config_hash[:8], _created_text(m.created), m.run_id,
+        ]
+        if extra is not None:
+            cells.append(extra.get(m.run_id, ""))
+        table.add_row(*cells)
+    _console(out).print(table)
+
+
+# ----------------------------------------------------------------------------- clear
+def _older_than_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_older_than(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).replace("--older-than ", "")) from None
+    return value
+
+
+def _hash_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise click.BadParameter("must be the full 64-hex-character config hash (see `trainkit list --json`)")
+    return v
+
+
+@cli.command()
+@click.option("--symbol", "-s", default=None, metavar="SYM", help="Only models of this symbol.")
+@click.option("--older-than", default=None, callback=_older_than_callback, metavar="DATE|DURATION",
+              help="Only models created before a date (2022-01-01) or longer ago than a duration (30d, 12h, 2w).")
+@click.option("--config-hash", default=None, callback=_hash_callback, metavar="HASH", help="Only models with this config hash.")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required when stdin is not a terminal).")
+@click.option("--purge", is_flag=True, help="Delete for good (local stores only) instead of MLflow's restorable soft delete.")
+@click.option("--include-registered", is_flag=True, help="Also remove models registered in the Model Registry.")
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON document ({removed, kept, …}) on stdout.")
+@click.pass_obj
+def clear(settings: Settings, symbol: str | None, older_than: str | None, config_hash: str | None, dry_run: bool,
+          yes: bool, purge: bool, include_registered: bool, json_mode: bool) -> None:
+    """Remove cached models matching every filter given (all of trainkit's when none is).
+
+    Shows what it will remove, and what it keeps because it is registered, then asks. Without
+    a terminal to ask on, it refuses (exit 2) unless --yes. Runs of other tools are never
+    touched. Removed runs are soft-deleted (restorable in MLflow) unless --purge.
+    """
+    if symbol is not None:
+        try:
+            symbol = validate_symbol(symbol)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--symbol'") from None
+    with _stdout_for(json_mode) as out:
+        manager = settings.manager()
+        remove, kept = manager.plan_clear(symbol=symbol, older_than=older_than, config_hash=config_hash,
+                                          include_registered=include_registered)
+        reasons = {m.run_id: f"registered as {', '.join(m.registered)}; pass --include-registered" for m in kept}
+        doc = {"dry_run": dry_run, "purge": purge, "deleted": False,
+               "removed": [m.to_dict() for m in remove],
+               "kept": [{**m.to_dict(), "reason": reasons[m.run_id]} for m in kept]}
+        human = sys.stderr if json_mode else out
+        if not json_mode:
+            verb = "would remove" if dry_run else "will remove"
+            if remove:
+                _print_models(out, remove, title=f"{verb} {len(remove)} model(s)" + (" for good (purge)" if purge else ""))
+            else:
+                out.write("nothing to remove\n")
+            if kept:
+                _print_models(out, kept, title=f"keeping {len(kept)} registered model(s)", extra=reasons)
+        if dry_run or not remove:
+            if not json_mode and dry_run and remove:
+                out.write("dry run: nothing deleted\n")
+            if json_mode:
+                _emit_json(out, doc)
+            return
+        if not yes:
+            if not _interactive():
+                raise _Refused(
+                    f"refusing to delete {len(remove)} model(s) without confirmation: stdin is not a terminal; "
+                    "re-run with --yes (or --dry-run to preview)"
+                )
+            what = f"{'Purge' if purge else 'Delete'} {len(remove)} model(s)?"
+            if not click.confirm(what, default=False, err=True):
+                human.write("nothing deleted\n")
+                raise click.exceptions.Exit(EXIT_RUNTIME)
+        manager.store.delete(remove, purge=purge)  # exactly what was shown, not a re-query
+        doc["deleted"] = True
+        if json_mode:
+            _emit_json(out, doc)
+        else:
+            out.write(f"{'purged' if purge else 'deleted'} {len(remove)} model(s)"
+                      + ("" if purge else " (restorable in MLflow until purged: trainkit clear --purge / mlflow gc)") + "\n")
+
+
+class _Refused(click.UsageError):
+    """``clear`` without ``--yes`` and without a terminal: a usage problem (exit 2)."""
+
+
+def _interactive() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# ----------------------------------------------------------------------------- backtest
+def _model_uri_callback(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    v = value.strip()
+    if not v.startswith(("runs:/", "models:/")):
+        raise click.BadParameter(f"{value!r} is not a model URI: use runs:/<run_id>/model or models:/<name>/<version>")
+    return v
+
+
+@cli.command()
+@click.option("--model-uri", required=True, callback=_model_uri_callback, metavar="URI",
+              help="runs:/<run_id>/model, models:/m-<id>, models:/<name>/<version> or models:/<name>@<alias>.")
+@click.option("--start", required=True, callback=_date_callback, metavar="DATE", help="First day of the test window.")
+@click.option("--end", required=True, callback=_date_callback, metavar="DATE", help="Last day of the test window.")
+@click.option("--data-source", default=None, callback=_data_source_callback, metavar="yfinance|synthetic|csv:PATH",
+              help="Prices to test on [default: the source the model was trained on].")
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout.")
+@click.pass_obj
+def backtest(settings: Settings, model_uri: str, start: str, end: str, data_source: str | None, json_mode: bool) -> None:
+    """Run a model over a test window: metrics vs buy-and-hold, logged as a run in the
+    trainkit-backtests experiment that points back at the training run."""
+    if start >= end:
+        raise click.BadParameter(f"--start {start} must be before --end {end}", param_hint="'--start'")
+    with _stdout_for(json_mode) as out:
+        from trainkit.backtest import run_backtest
+
+        result = run_backtest(model_uri, start, end, data_source=data_source, tracking_uri=settings.tracking_uri)
+        if json_mode:
+            _emit_json(out, result.to_dict())
+            return
+        _print_backtest(out, model_uri, start, end, result)
+
+
+def _print_backtest(out: Any, model_uri: str, start: str, end: str, result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"backtest of {model_uri} over {start}..{end}", title_justify="left", box=None,
+                  header_style="bold", pad_edge=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result.metrics.items():
+        table.add_row(k, f"{v:,.4f}" if isinstance(v, float) else str(v))
+    console = _console(out)
+    console.print(table)
+    for w in getattr(result, "warnings", None) or ():
+        log.warning("%s", w)
+    run_id = getattr(result, "run_id", None)
+    if run_id:
+        out.write(f"logged as run {run_id} in experiment trainkit-backtests\n")
+
+
+# ----------------------------------------------------------------------------- register
+@cli.command()
+@click.option("--model-uri", required=True, callback=_model_uri_callback, metavar="URI", help="The model to register.")
+@click.option("--name", default=None, metavar="NAME", help="Registered model name [default: trainkit-<SYMBOL>].")
+@click.option("--alias", default=None, metavar="ALIAS", help="Also point this alias (e.g. champion) at the new version.")
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout.")
+@click.pass_obj
+def register(settings: Settings, model_uri: str, name: str | None, alias: str | None, json_mode: bool) -> None:
+    """Register a cached model in the MLflow Model Registry (registered models are kept by
+    `trainkit clear` unless --include-registered)."""
+    with _stdout_for(json_mode) as out:
+        reg_name, version = settings.manager().register(model_uri, name=name, alias=alias)
+        doc = {"model_uri": model_uri, "name": reg_name, "version": version, "alias": alias,
+               "registered_uri": f"models:/{reg_name}/{version}",
+               "alias_uri": f"models:/{reg_name}@{alias}" if alias else None}
+        if json_mode:
+            _emit_json(out, doc)
+            return
+        line = f"registered {model_uri} as {reg_name} version {version}: models:/{reg_name}/{version}"
+        if alias:
+            line += f" (alias {alias}: models:/{reg_name}@{alias})"
+        out.write(line + "\n")
+
+
+# ----------------------------------------------------------------------------- entry point
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (what :func:`main` exits with)."""
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="trainkit", standalone_mode=False)
+        return rv if isinstance(rv, int) else EXIT_OK
+    except (_Interrupted, KeyboardInterrupt, click.exceptions.Abort):
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if isinstance(exc, click.UsageError) and ctx is not None and not isinstance(exc, _Refused):
+            hint = f" (see '{ctx.command_path} --help')"
+        sys.stderr.write(f"error: {exc.format_message()}{hint}\n")
+        return exc.exit_code
+    except TrainkitError as exc:
+        if _state.verbose:
+            traceback.print_exc(file=sys.stderr)
+        sys.stderr.write(f"error: {_one_line(exc)}\n")
+        return exc.exit_code
+    except Exception as exc:  # a bug or an error nobody translated: still one line
+        if _state.verbose:
+            traceback.print_exc(file=sys.stderr)
+            sys.stderr.write(f"error: {type(exc).__name__}: {_one_line(exc)}\n")
+        else:
+            sys.stderr.write(f"error: {type(exc).__name__}: {_one_line(exc)} (run with --verbose for the traceback)\n")
+        return EXIT_RUNTIME
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``trainkit``) and ``python -m trainkit``."""
+    sys.exit(run(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
