@@ -83,7 +83,7 @@ class TradingVecEnv(VecEnv):
     tables instead of ``n_envs`` Python calls plus a ``deepcopy`` of every info dict.
     """
 
-    def __init__(self, env: TradingEnv, n_envs: int) -> None:
+    def __init__(self, env: TradingEnv, n_envs: int, obs_noise: float = 0.0) -> None:
         if n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
         self.env = env  # before VecEnv.__init__, which asks it for render_mode
@@ -98,6 +98,14 @@ class TradingVecEnv(VecEnv):
         self._rngs: list[np.random.Generator | None] = [None] * n_envs
         self._actions = np.zeros(n_envs, dtype=np.int64)
         self._idx = np.arange(n_envs)
+        self.obs_noise = float(obs_noise)
+        self._noise_rng = np.random.default_rng(0)
+        self._n_feat = env.n_features
+
+    def _noisy(self, obs: np.ndarray) -> np.ndarray:
+        if self.obs_noise > 0:
+            obs[:, : self._n_feat] += self._noise_rng.normal(0.0, self.obs_noise, (obs.shape[0], self._n_feat)).astype(np.float32)
+        return obs
 
     def _start_episode(self, i: int) -> int:
         seed = self._seeds[i]
@@ -115,7 +123,7 @@ class TradingVecEnv(VecEnv):
             self._start_episode(i)
         self._reset_seeds()
         self._reset_options()
-        return self._obs[self._pos, self._t]
+        return self._noisy(self._obs[self._pos, self._t])
 
     def step_async(self, actions: np.ndarray) -> None:
         acts = np.asarray(actions).reshape(-1)
@@ -144,7 +152,7 @@ class TradingVecEnv(VecEnv):
                 obs[i] = self._obs[self.env.flat_action, self._start_episode(i)]
             self._reset_seeds()
             self._reset_options()
-        return obs, rewards, dones, infos
+        return self._noisy(obs), rewards, dones, infos
 
     def close(self) -> None:
         pass
@@ -172,7 +180,8 @@ def make_vec_env(fs: Any, *, n_envs: int, cost_bps: float, allow_short: bool, ep
     env = TradingEnv.from_features(
         fs, cost_bps=cost_bps, allow_short=allow_short, episode_length=episode_length, random_start=True
     )
-    return VecMonitor(TradingVecEnv(env, n_envs))
+    import os
+    return VecMonitor(TradingVecEnv(env, n_envs, float(os.environ.get("TK_NOISE", "0"))))
 
 
 # ---------------------------------------------------------------------------- metrics and callbacks
@@ -184,6 +193,7 @@ class _SinkWriter(KVWriter):
         self.sink = sink
         self.flush_every = flush_every
         self._last_flush = time.monotonic()
+        self.last_step = -1
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
         metrics: dict[str, float] = {}
@@ -197,6 +207,7 @@ class _SinkWriter(KVWriter):
                 metrics[key] = v
         if metrics:
             self.sink.log(int(step), metrics)
+            self.last_step = int(step)
         now = time.monotonic()
         if now - self._last_flush >= self.flush_every:
             self._last_flush = now
@@ -352,13 +363,22 @@ def train(
             model.set_logger(Logger(folder=None, output_formats=[writer]))
         label = f"training {config.symbol} {config.algo}"
         control = _ControlCallback(config.timesteps, label, _progress_mode(progress), should_stop)
+        per_iter = int(config.hyperparams.get("n_steps", 1)) * model.n_envs
         if config.algo == "dqn":
             log_interval = 4  # episodes (off-policy algorithms count episodes)
         else:
-            per_iter = int(config.hyperparams.get("n_steps", 1)) * model.n_envs
-            log_interval = max(1, round(_LOG_EVERY_STEPS / per_iter))
+            iterations = math.ceil(config.timesteps / per_iter)
+            log_interval = max(1, min(round(_LOG_EVERY_STEPS / per_iter), math.ceil(iterations / 10)))
         model.learn(total_timesteps=int(config.timesteps), callback=control,
                     log_interval=log_interval, progress_bar=False)
+        if writer is not None:  # the last update's losses (and the final rollout stats) are still pending
+            if model.num_timesteps > writer.last_step:
+                if config.algo == "dqn":
+                    model.dump_logs()  # type: ignore[call-arg]
+                else:
+                    model.dump_logs(model.num_timesteps // per_iter)  # type: ignore[call-arg]
+            else:
+                model.logger.dump(step=model.num_timesteps)
         if control.stopped:
             raise TrainingInterrupted(
                 f"training of {config.symbol} ({config.algo}) was stopped after {model.num_timesteps:,} of "

@@ -134,8 +134,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            raise _Interrupted() from None
+        except KeyboardInterrupt as exc:
+            raise _Interrupted() from exc
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -307,8 +307,10 @@ def train(settings: Settings, symbols: list[str], train_start: str, train_end: s
         options["data_seed"] = data_seed
     base = dict(train_start=train_start, train_end=train_end, feature_count=feature_count,
                 data_source=data_source, timesteps=timesteps)
-    # Validate every request before any I/O (exit 2): the same resolution the manager does.
-    configs = [TrainConfig.create(sym, **base, **options) for sym in symbols]
+    # Validate every request before any I/O (exit 2): config_for resolves exactly as get() will.
+    from trainkit.manager import TrainingManager
+
+    configs = [TrainingManager.config_for(sym, **base, **options) for sym in symbols]
 
     with _stdout_for(json_mode) as out:
         manager = settings.manager()
@@ -527,18 +529,28 @@ def _created_text(iso: str) -> str:
     return iso.replace("T", " ")[:16] if iso else ""
 
 
-def _console(out: Any) -> Any:
+def _print_rich(out: Any, renderable: Any) -> None:
+    """Print a rich renderable: in colour on a terminal; piped, as plain text that is not cut
+    to 80 columns (run ids must survive ``| grep``) and has no trailing blanks."""
+    import io
+
     from rich.console import Console
 
-    tty = hasattr(out, "isatty") and out.isatty()
-    # piped output is not cut to 80 columns: run ids must survive `| grep`
-    return Console(file=out, width=None if tty else 200, soft_wrap=False, highlight=False)
+    if hasattr(out, "isatty") and out.isatty():
+        Console(file=out, soft_wrap=False, highlight=False).print(renderable)
+        return
+    buf = io.StringIO()
+    Console(file=buf, width=250, soft_wrap=False, highlight=False, color_system=None).print(renderable)
+    out.write("\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n")
+    out.flush()
 
 
 def _print_models(out: Any, models: Sequence[Any], title: str | None, extra: dict[str, str] | None = None) -> None:
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    if title:
+        out.write(title + "\n")
+    table = Table(box=None, header_style="bold", pad_edge=False)
     for name in ("symbol", "algo", "window", "timesteps", "features", "source", "status", "hash", "created (UTC)", "run id"):
         table.add_column(name, no_wrap=name in ("run id", "window", "hash", "created (UTC)", "source"))
     if extra is not None:
@@ -555,7 +567,7 @@ def _print_models(out: Any, models: Sequence[Any], title: str | None, extra: dic
         if extra is not None:
             cells.append(extra.get(m.run_id, ""))
         table.add_row(*cells)
-    _console(out).print(table)
+    _print_rich(out, table)
 
 
 # ----------------------------------------------------------------------------- clear
@@ -690,16 +702,17 @@ def backtest(settings: Settings, model_uri: str, start: str, end: str, data_sour
 def _print_backtest(out: Any, model_uri: str, start: str, end: str, result: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"backtest of {model_uri} over {start}..{end}", title_justify="left", box=None,
-                  header_style="bold", pad_edge=False)
+    days = f"{result.first_day}..{result.last_day}, {result.n_days} trading days"
+    source = result.data_source_effective
+    if source != result.data_source:
+        source += f" (FALLBACK from {result.data_source})"
+    out.write(f"backtest of {model_uri} ({result.symbol}) over {start}..{end} ({days}) on {source}\n")
+    table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in result.metrics.items():
         table.add_row(k, f"{v:,.4f}" if isinstance(v, float) else str(v))
-    console = _console(out)
-    console.print(table)
-    for w in getattr(result, "warnings", None) or ():
-        log.warning("%s", w)
+    _print_rich(out, table)  # run_backtest already logged its warnings (in-sample window, fallback data) to stderr
     run_id = getattr(result, "run_id", None)
     if run_id:
         out.write(f"logged as run {run_id} in experiment trainkit-backtests\n")
@@ -735,7 +748,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         rv = cli.main(args=list(argv) if argv is not None else None, prog_name="trainkit", standalone_mode=False)
         return rv if isinstance(rv, int) else EXIT_OK
-    except (_Interrupted, KeyboardInterrupt, click.exceptions.Abort):
+    except (_Interrupted, KeyboardInterrupt, click.exceptions.Abort) as exc:
+        if _state.verbose:
+            cause = exc.__cause__ or exc
+            traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
     except click.ClickException as exc:

@@ -149,7 +149,7 @@ class TradingEnv(gymnasium.Env):
         self._t = start
         self._end = start + self.episode_length
         self._pos = self._flat
-        return self._obs_table[self._flat, start], {"position": 0.0, "day": start}
+        return self._obs_table[self._flat, start].copy(), {"position": 0.0, "day": start}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         t = self._t
@@ -163,7 +163,7 @@ class TradingEnv(gymnasium.Env):
         self._pos = a
         self._t = t + 1
         return (
-            self._obs_table[a, t + 1],
+            self._obs_table[a, t + 1].copy(),
             reward,
             False,
             t + 1 >= self._end,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainkit.config import TrainConfig, parse_bool, parse_older_than
-from trainkit.errors import ConfigError, IntegrityError, ModelNotFoundError
+from trainkit.errors import ConfigError, IntegrityError, ModelNotFoundError, TrainingInterrupted
 from trainkit.store import (
     DEFAULT_EXPERIMENT,
     CachedModel,
@@ -92,8 +92,8 @@ class TrainingManager:
         res = self.get(symbol, train_start, train_end, feature_count, data_source, timesteps, force, **options)
         return res.model, res.model_uri
 
+    @staticmethod
     def config_for(
-        self,
         symbol: str,
         train_start: Any,
         train_end: Any,
@@ -146,29 +146,38 @@ class TrainingManager:
 
         requested_at = int(time.time() * 1000)
         accept = _accept_for(config, force, requested_at, fetch.fallback_reason is None)
-        use_project_run = project_run_id if project_run_id and self._in_our_experiment(project_run_id) else None
-        got = self.store.acquire(config, provenance, project_run_id=use_project_run, on_wait=on_wait, accept=accept)
-        if isinstance(got, CachedModel):  # someone else trained it while we waited
-            served = self._load_record(config, got, t0)
-            if served is None:  # their model failed verification: train ourselves
-                return self.get(symbol, train_start, train_end, feature_count, data_source, timesteps, force,
-                                no_fallback=no_fallback, progress=progress, project_run_id=project_run_id, **options)
-            self._record_project_run(project_run_id, served)
-            return served
-        result = self._train(config, got, fetch, features, provenance, progress, t0)
-        self._record_project_run(project_run_id if project_run_id != use_project_run else None, result)
-        return result
+        use_project_run = project_run_id if project_run_id and self._can_train_into(project_run_id) else None
+        while True:
+            got = self.store.acquire(config, provenance, project_run_id=use_project_run, on_wait=on_wait, accept=accept)
+            if isinstance(got, CachedModel):  # someone else trained it while we waited
+                served = self._load_record(config, got, t0)
+                if served is None:  # their model failed verification (now tagged broken): go again
+                    continue
+                self._record_project_run(project_run_id, served)
+                return served
+            try:
+                result = self._train(config, got, fetch, features, provenance, progress, t0)
+            except TrainingInterrupted:
+                if not got.lost.is_set():
+                    raise
+                # we stalled long enough to be judged dead and another trainer took over: wait
+                # for its model instead of failing the request
+                log.warning("%s: the training claim was taken over by another trainer; waiting for its model", config.symbol)
+                use_project_run = None
+                continue
+            self._record_project_run(project_run_id, result)
+            return result
 
     # ------------------------------------------------------------------ internals
     def _serve_cached(self, config: TrainConfig, t0: float) -> ModelResult | None:
-        for rec in self._candidates(config):
+        for rec, run in self._candidates(config):
             if rec.fell_back and config.data_source_kind == "yfinance" and self._source_answers(config):
                 log.warning(
                     "%s: the cached model was trained on synthetic fallback data and %s answers again: retraining",
                     config.symbol, config.data_source,
                 )
                 return None
-            served = self._load_record(config, rec, t0)
+            served = self._load_record(config, rec, t0, run)
             if served is not None:
                 if rec.fell_back:
                     log.warning(
@@ -178,14 +187,14 @@ class TrainingManager:
                 return served
         return None
 
-    def _candidates(self, config: TrainConfig) -> list[CachedModel]:
+    def _candidates(self, config: TrainConfig) -> list[tuple[CachedModel, Any]]:
         from trainkit.store import _record
 
-        return [_record(r) for r in self.store.finished_runs(config.config_hash)]
+        return [(_record(r), r) for r in self.store.finished_runs(config.config_hash)]
 
-    def _load_record(self, config: TrainConfig, rec: CachedModel, t0: float) -> ModelResult | None:
+    def _load_record(self, config: TrainConfig, rec: CachedModel, t0: float, run: Any = None) -> ModelResult | None:
         try:
-            model, _bundle = load_bundle(rec.model_uri, store=self.store)
+            model, _bundle = load_bundle(rec.model_uri, store=self.store, run=run)
         except (IntegrityError, ModelNotFoundError) as exc:
             self.store.mark_broken(rec.run_id, str(exc))
             return None
@@ -213,11 +222,7 @@ class TrainingManager:
                progress: Any, t0: float) -> ModelResult:
         from trainkit.agents import save_sb3, train
 
-        if provenance.fallback_reason:
-            log.warning(
-                "%s: %s failed (%s): training on SYNTHETIC fallback data; the run is tagged %s",
-                config.symbol, provenance.requested_source, provenance.fallback_reason, "trainkit.fallback_reason",
-            )
+        # a fallback was already announced by the data layer (one warning per symbol, not two)
         sink = MlflowMetricsSink(self.store.client, claim.run_id)
         try:
             t_train = time.perf_counter()
@@ -245,23 +250,38 @@ class TrainingManager:
             raise
         if rec.run_id != claim.run_id:  # taken over: serve the other trainer's model
             served = self._load_record(config, rec, t0)
-            if served is not None:
-                return served
+            if served is None:
+                raise TrainingInterrupted(f"the claim on {config.symbol} was taken over and the other model is unusable")
+            return served
         status = "fallback" if provenance.fallback_reason else "trained"
         return ModelResult(
             model=model, model_uri=rec.model_uri, run_id=rec.run_id, config=config, status=status,
             seconds=time.perf_counter() - t0, record=rec, fallback_reason=provenance.fallback_reason,
         )
 
-    def _in_our_experiment(self, run_id: str) -> bool:
+    def _can_train_into(self, run_id: str) -> bool:
+        """Decision 3: a miss trains into ``mlflow run``'s project run when that run is in our
+        experiment and holds no model or claim yet (a multi-symbol project run holds one model;
+        the other symbols get runs of their own)."""
+        from trainkit.store import TAG_CLAIM, TAG_HASH, TAG_MODEL_ID
+
         run = self.store.get_run(run_id)
-        return run.info.experiment_id == self.store.experiment_id
+        tags = run.data.tags
+        return (
+            run.info.experiment_id == self.store.experiment_id
+            and run.info.status == "RUNNING"
+            and not any(tags.get(t) for t in (TAG_HASH, TAG_CLAIM, TAG_MODEL_ID))
+        )
 
     def _record_project_run(self, project_run_id: str | None, result: ModelResult) -> None:
         """Under ``mlflow run`` in another experiment: say in the project run which cached run
         served it (Decision 3). A run without a model never carries ``config_hash``."""
         if not project_run_id or project_run_id == result.run_id:
             return
+        from trainkit.store import TAG_MODEL_ID
+
+        if self.store.get_run(project_run_id).data.tags.get(TAG_MODEL_ID):
+            return  # it holds a model of its own (trained into it for another symbol)
         self.store.tag_run(project_run_id, {
             "trainkit.model_uri": result.model_uri,
             "trainkit.model_run_id": result.run_id,

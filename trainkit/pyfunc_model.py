@@ -37,6 +37,10 @@ def _sha256(path: str) -> str:
 class TrainkitPolicy(PythonModel):
     """Observations in, actions out (deterministic policy)."""
 
+    # the model's signature (a float32 tensor) is the contract; without this MLflow wraps
+    # predict for type-hint validation and warns that there are no type hints
+    _skip_type_hint_validation = True
+
     def load_context(self, context: Any) -> None:
         import stable_baselines3 as sb3
 

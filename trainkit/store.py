@@ -119,6 +119,7 @@ def sha256_file(path: str) -> str:
 _checked_servers: set[str] = set()
 _prepared_sqlite: set[str] = set()
 _prep_lock = threading.Lock()
+_fluent_lock = threading.RLock()
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
@@ -141,6 +142,9 @@ def prepare_tracking(tracking_uri: str) -> None:
       concurrent first opens corrupt the schema migration for good (Decision 1).
     """
     with _prep_lock:
+        # MLflow prints "View run … at" on stdout whenever a run ends against a server:
+        # trainkit's stdout belongs to its user (--json documents), not to MLflow
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         if tracking_uri.startswith(("http://", "https://")):
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -219,6 +223,25 @@ class _StoreErrors(contextlib.AbstractContextManager):
         return False
 
 
+@contextlib.contextmanager
+def _not_found_as(uri: str) -> Iterator[None]:
+    """MLflow's "does not exist" (a run, a logged model, a registered name or alias) →
+    :class:`ModelNotFoundError` naming the URI; other errors pass through."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        text = str(exc)
+        if (
+            "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", ""))
+            or "not found" in text.lower()
+            or "does not exist" in text.lower()
+        ):
+            raise ModelNotFoundError(f"no model at {uri}: {text.splitlines()[0][:200] if text else 'not found'}") from None
+        raise
+
+
 # ----------------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class CachedModel:
@@ -261,7 +284,7 @@ class CachedModel:
 
 def _iso(ms: int | None) -> str:
     ms = ms or 0
-    return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _int_or_none(v: str | None) -> int | None:
@@ -418,7 +441,9 @@ class Claim:
         client = self.store.client
         with contextlib.suppress(Exception):
             client.delete_tag(self.run_id, TAG_CLAIM)
-        if not self.external:
+        if not self.external:  # ended and deleted: it never held a model, nobody needs to see it
+            with contextlib.suppress(Exception):
+                client.set_terminated(self.run_id, status="KILLED")
             with contextlib.suppress(Exception):
                 client.delete_run(self.run_id)
 
@@ -468,16 +493,24 @@ class ModelStore:
     @contextlib.contextmanager
     def _fluent(self) -> Iterator[None]:
         """MLflow's model logging goes through the fluent layer, which reads the process-wide
-        tracking URI: point it at ours for the duration."""
+        tracking URI: point it at ours for the duration, then put back exactly what was there.
+        (``mlflow.set_tracking_uri`` also writes — and on ``None`` deletes — the
+        ``MLFLOW_TRACKING_URI`` environment variable, so that is restored too.)"""
         import mlflow
+        from mlflow.tracking._tracking_service import utils as tracking_utils
 
-        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-        mlflow.set_tracking_uri(self.tracking_uri)
-        try:
-            yield
-        finally:
-            if previous and previous != self.tracking_uri:
+        with _fluent_lock:
+            previous = tracking_utils._tracking_uri
+            previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+            mlflow.set_tracking_uri(self.tracking_uri)
+            try:
+                yield
+            finally:
                 mlflow.set_tracking_uri(previous)
+                if previous_env is None:
+                    os.environ.pop("MLFLOW_TRACKING_URI", None)
+                else:
+                    os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
     @property
     def experiment_id(self) -> str:
@@ -786,7 +819,10 @@ class ModelStore:
             return False
         with self.errors("checking the training claim"):
             run = self.client.get_run(claim.run_id)
-        return run.info.status == "RUNNING" and run.data.tags.get(TAG_CLAIM) == claim.config_hash
+        if run.info.status == "RUNNING" and run.data.tags.get(TAG_CLAIM) == claim.config_hash:
+            return True
+        claim.lost.set()  # judged stale and taken over by another trainer
+        return False
 
     def _log_dataset(self, run_id: str, config: TrainConfig, provenance: DataProvenance, frame: Any) -> None:
         from mlflow.data.pandas_dataset import from_pandas
@@ -800,8 +836,9 @@ class ModelStore:
         )
 
     # ---- load
-    def resolve(self, uri: str) -> tuple[Any, Any]:
-        """``(logged_model, source_run)`` behind any supported model URI."""
+    def resolve(self, uri: str, run: Any = None) -> tuple[Any, Any]:
+        """``(logged_model, source_run)`` behind any supported model URI. ``run``: the run a
+        ``runs:/`` URI names, when the caller already holds it (skips one lookup)."""
         uri = (uri or "").strip()
         m_runs = re.fullmatch(r"runs:/([^/]+)/(.+)", uri)
         m_models = re.fullmatch(r"models:/(.+)", uri)
@@ -809,42 +846,36 @@ class ModelStore:
             raise ModelURIError(
                 f"invalid model URI {uri!r}: use runs:/<run_id>/model, models:/m-<id>, models:/<name>/<version> or models:/<name>@<alias>"
             )
-        from mlflow.exceptions import MlflowException
-
-        try:
-            with self.errors(f"resolving {uri}"):
-                if m_runs:
-                    run_id, path = m_runs.group(1), m_runs.group(2).strip("/")
-                    if not _RUN_ID.match(run_id):
-                        raise ModelURIError(f"invalid run id {run_id!r} in {uri!r}: a run id is 32 hex characters")
-                    if path != MODEL_NAME:
-                        raise ModelURIError(f"trainkit models live at runs:/<run_id>/{MODEL_NAME}, not {path!r}")
+        with self.errors(f"resolving {uri}"), _not_found_as(uri):
+            if m_runs:
+                run_id, path = m_runs.group(1), m_runs.group(2).strip("/")
+                if not _RUN_ID.match(run_id):
+                    raise ModelURIError(f"invalid run id {run_id!r} in {uri!r}: a run id is 32 hex characters")
+                if path != MODEL_NAME:
+                    raise ModelURIError(f"trainkit models live at runs:/<run_id>/{MODEL_NAME}, not {path!r}")
+                if run is None or run.info.run_id != run_id:
                     run = self.client.get_run(run_id)
-                    model_id = run.data.tags.get(TAG_MODEL_ID)
-                    if not model_id:
-                        outs = run.outputs.model_outputs if run.outputs else []
-                        model_id = outs[0].model_id if outs else None
-                    if not model_id:
-                        raise ModelNotFoundError(f"run {run_id} has no trainkit model (still training, failed, or not a trainkit run)")
-                    lm = self.client.get_logged_model(model_id)
+                model_id = run.data.tags.get(TAG_MODEL_ID)
+                if not model_id:
+                    outs = run.outputs.model_outputs if run.outputs else []
+                    model_id = outs[0].model_id if outs else None
+                if not model_id:
+                    raise ModelNotFoundError(f"run {run_id} has no trainkit model (still training, failed, or not a trainkit run)")
+                lm = self.client.get_logged_model(model_id)
+            else:
+                rest = m_models.group(1)  # type: ignore[union-attr]
+                if _MODEL_ID.match(rest):
+                    lm = self.client.get_logged_model(rest)
                 else:
-                    rest = m_models.group(1)  # type: ignore[union-attr]
-                    if _MODEL_ID.match(rest):
-                        lm = self.client.get_logged_model(rest)
-                    else:
-                        mv = self._model_version(rest, uri)
-                        src = mv.source or ""
-                        mid = getattr(mv, "model_id", None) or (src.split("/", 1)[1] if src.startswith("models:/") else None)
-                        if not mid:
-                            raise ModelNotFoundError(f"{uri} does not point at a trainkit model (source {src!r})")
-                        lm = self.client.get_logged_model(mid)
-                    if not lm.source_run_id:
-                        raise ModelNotFoundError(f"{uri} has no source run: not a trainkit model")
-                    run = self.client.get_run(lm.source_run_id)
-        except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-                raise ModelNotFoundError(f"no model at {uri}: {str(exc).splitlines()[0][:200]}") from None
-            raise
+                    mv = self._model_version(rest, uri)
+                    src = mv.source or ""
+                    mid = getattr(mv, "model_id", None) or (src.split("/", 1)[1] if src.startswith("models:/") else None)
+                    if not mid:
+                        raise ModelNotFoundError(f"{uri} does not point at a trainkit model (source {src!r})")
+                    lm = self.client.get_logged_model(mid)
+                if not lm.source_run_id:
+                    raise ModelNotFoundError(f"{uri} has no source run: not a trainkit model")
+                run = self.client.get_run(lm.source_run_id)
         if run.info.lifecycle_stage == "deleted" or str(getattr(lm.status, "name", lm.status)) == "DELETED":
             raise ModelNotFoundError(f"the model at {uri} was deleted (trainkit clear); restore the run or train again")
         return lm, run
@@ -862,28 +893,37 @@ class ModelStore:
             return self.client.get_model_version(name, version)
         raise ModelURIError(f"invalid model URI {uri!r}: name a version (models:/{rest}/1) or an alias (models:/{rest}@champion)")
 
-    def fetch_model_files(self, uri: str, dst: str) -> tuple[dict[str, str], Any]:
+    def fetch_model_files(self, uri: str, dst: str, run: Any = None) -> tuple[dict[str, str], Any]:
         """Download ``policy.zip``, ``config.json`` and ``feature_spec.json`` of the model at
         ``uri`` into ``dst`` and verify the zip's sha256 against the run's tag *before*
-        anyone deserialises it. Returns ``({name: local path}, source run)``."""
-        lm, run = self.resolve(uri)
+        anyone deserialises it. Returns ``({name: local path}, source run)``. ``run``: the
+        source run when the caller already has it (a cache hit found it), saving a round trip."""
+        lm, run = self.resolve(uri, run=run)
         expected = run.data.tags.get(TAG_MODEL_SHA)
         if not expected:
             raise IntegrityError(f"run {run.info.run_id} records no {TAG_MODEL_SHA}: refusing to load an unverifiable model")
-        import mlflow.artifacts
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         paths: dict[str, str] = {}
         with self.errors(f"downloading the model files of {uri}"):
+            repo = get_artifact_repository(lm.artifact_location, tracking_uri=self.tracking_uri)
             for name in ("policy.zip", "config.json", "feature_spec.json"):
+                local = os.path.join(dst, name)
                 try:
-                    paths[name] = mlflow.artifacts.download_artifacts(
-                        artifact_uri=f"{lm.artifact_location.rstrip('/')}/artifacts/{name}",
-                        dst_path=dst,
-                        tracking_uri=self.tracking_uri,
-                    )
+                    # one request per file: the public download_artifacts first lists the
+                    # path to learn whether it is a directory (a second round trip each)
+                    download = getattr(repo, "_download_file", None)
+                    if download is not None:
+                        download(f"artifacts/{name}", local)
+                    else:  # pragma: no cover - every MLflow repository has it today
+                        local = repo.download_artifacts(f"artifacts/{name}", dst)
+                    paths[name] = local
                 except Exception as exc:
-                    if isinstance(exc, (OSError,)) or "No such file" in str(exc) or "not exist" in str(exc) or "404" in str(exc):
-                        raise IntegrityError(f"model {uri} is missing its artifact {name}") from None
+                    text = str(exc).lower()
+                    if isinstance(exc, FileNotFoundError) or any(
+                        k in text for k in ("no such", "not exist", "404", "not found", "resource_does_not_exist")
+                    ):
+                        raise IntegrityError(f"model {uri} is missing its artifact {name} (deleted or moved)") from None
                     raise
         actual = sha256_file(paths["policy.zip"])
         if actual != expected:
@@ -955,6 +995,15 @@ class ModelStore:
                 f"--purge cannot hard-delete on the remote server {self.tracking_uri}: nothing was deleted. "
                 "Run `trainkit clear` without --purge, then ask the server's admin to run `mlflow gc`"
             )
+        if purge:
+            from mlflow.tracking._tracking_service.utils import _get_store
+
+            backend = _get_store(self.tracking_uri)
+            if not hasattr(backend, "_hard_delete_run") or not hasattr(backend, "_hard_delete_logged_model"):
+                raise StoreError(
+                    f"--purge is not supported by the tracking store {self.tracking_uri}: nothing was deleted; "
+                    "run `trainkit clear` without --purge"
+                )
         with self.errors("deleting runs"):
             for m in models:
                 self.client.delete_run(m.run_id)
@@ -965,15 +1014,26 @@ class ModelStore:
             self._purge([m.run_id for m in models], [m.model_id for m in models if m.model_id])
 
     def _purge(self, run_ids: list[str], model_ids: list[str]) -> None:
-        from mlflow.cli import gc
+        """Hard-delete exactly these (already soft-deleted) runs and logged models with their
+        artifacts — what ``mlflow gc --run-ids … --logged-model-ids …`` does, without gc's
+        other effect of purging *every* deleted experiment in the store (other people's)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.tracking._tracking_service.utils import _get_store
 
-        args = ["--backend-store-uri", self.tracking_uri, "--run-ids", ",".join(run_ids)]
-        if model_ids:
-            args += ["--logged-model-ids", ",".join(model_ids)]
+        backend = _get_store(self.tracking_uri)
         with self.errors("purging deleted runs"):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                gc.main(args=args, standalone_mode=False)
+            for model_id in model_ids:
+                lm = backend.get_logged_model(model_id, allow_deleted=True)
+                with contextlib.suppress(FileNotFoundError):
+                    get_artifact_repository(lm.artifact_location).delete_artifacts()
+                backend._hard_delete_logged_model(model_id)
+            for run_id in run_ids:
+                run = backend.get_run(run_id)
+                if run.info.lifecycle_stage != "deleted":
+                    raise StoreError(f"run {run_id} is not deleted: refusing to purge it")
+                with contextlib.suppress(FileNotFoundError):
+                    get_artifact_repository(run.info.artifact_uri).delete_artifacts()
+                backend._hard_delete_run(run_id)
 
     # ---- registry
     def register(self, model_uri: str, name: str, alias: str | None = None) -> tuple[str, str]:
@@ -1063,12 +1123,16 @@ class ModelBundle:
     model_uri: str
 
 
-def load_bundle(uri: str, tracking_uri: str | None = None, store: ModelStore | None = None) -> tuple[Any, ModelBundle]:
+def load_bundle(
+    uri: str, tracking_uri: str | None = None, store: ModelStore | None = None, run: Any = None
+) -> tuple[Any, ModelBundle]:
+    """``(SB3 model, ModelBundle)`` for ``uri``, verified before deserialising. ``run``: the
+    source run if the caller already has it (see :meth:`ModelStore.fetch_model_files`)."""
     from trainkit.agents import load_sb3
 
     store = store or default_store(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="trainkit-load-") as tmp:
-        paths, run = store.fetch_model_files(uri, tmp)
+        paths, run = store.fetch_model_files(uri, tmp, run=run)
         with open(paths["config.json"]) as fh:
             raw = json.load(fh)
         with open(paths["feature_spec.json"]) as fh:

@@ -1,0 +1,232 @@
+"""Helpers of the reliability tests: CLI subprocesses, start barriers, store snapshots.
+
+Not a test module. The tests drive trainkit the way users do — ``python -m trainkit …`` as real
+processes against real MLflow stores — and read the outcome back through ``MlflowClient``
+only (never through trainkit), so a bug in trainkit's own bookkeeping cannot hide itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+PYTHON = sys.executable
+BARRIER_SCRIPT = HERE / "barrier_cli.py"
+
+
+def _root_conftest() -> Any:
+    """tests/conftest.py, loaded under its own name: with two conftest.py files on the path the
+    bare name ``conftest`` means whichever pytest imported last."""
+    spec = importlib.util.spec_from_file_location("trainkit_tests_root_conftest", REPO / "tests" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+_root = _root_conftest()
+FAST: dict[str, int] = dict(_root.FAST)
+FAST_CLI: list[str] = list(_root.FAST_CLI)
+free_port = _root.free_port
+
+START, END = "2020-01-01", "2022-12-31"
+WINDOW_CLI = ["--train-start", START, "--train-end", END]
+
+
+# ----------------------------------------------------------------------------- subprocesses
+@dataclass
+class Result:
+    args: list[str]
+    rc: int
+    out: str
+    err: str
+    seconds: float
+
+    def __str__(self) -> str:  # what a failing assertion shows
+        return (f"trainkit {' '.join(self.args)}\n  exit {self.rc} after {self.seconds:.1f}s\n"
+                f"  stdout: {self.out[-1500:]!r}\n  stderr: {self.err[-3000:]!r}")
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment (already isolated by the autouse fixture) plus ``extra``;
+    one torch/BLAS thread per child so N children share 2 cores without oversubscription."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    env.update(extra or {})
+    return env
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None, timeout: float = 180) -> Result:
+    """``python -m trainkit *args`` as a real subprocess, timed."""
+    t0 = time.monotonic()
+    proc = subprocess.run([PYTHON, "-m", "trainkit", *args], capture_output=True, text=True,
+                          env=child_env(env), cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
+    return Result(list(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0)
+
+
+def error_lines(res: Result) -> list[str]:
+    return [line for line in res.err.splitlines() if line.strip()]
+
+
+def assert_clean_failure(res: Result, rc: int, *needles: str) -> None:
+    """Exit code ``rc``, exactly one line on stderr that starts with ``error:`` and mentions
+    every needle (case-insensitive), no traceback, nothing on stdout."""
+    assert res.rc == rc, f"expected exit {rc}\n{res}"
+    assert "Traceback" not in res.err, f"traceback on stderr\n{res}"
+    lines = error_lines(res)
+    assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}\n{res}"
+    assert lines[0].startswith("error:"), f"stderr line does not start with 'error:'\n{res}"
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), f"stderr does not mention {needle!r}\n{res}"
+    assert not res.out.strip(), f"a failing command printed on stdout\n{res}"
+
+
+def start_barrier_cli(n: int, barrier: Path, argvs: list[list[str]], env: dict[str, str] | None, cwd: Path,
+                      logs: Path) -> list[subprocess.Popen]:
+    """Start ``len(argvs)`` CLI processes that import everything heavy, then wait for each other
+    in a file barrier in ``barrier`` and run ``trainkit <argv>`` at the same moment."""
+    assert len(argvs) == n
+    barrier.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i, argv in enumerate(argvs):
+        procs.append(subprocess.Popen(
+            [PYTHON, str(BARRIER_SCRIPT), str(barrier), str(n), *argv],
+            stdout=open(logs / f"p{i}.out", "w"), stderr=open(logs / f"p{i}.err", "w"),
+            env=child_env(env), cwd=cwd, stdin=subprocess.DEVNULL,
+        ))
+    return procs
+
+
+def wait_all(procs: list[subprocess.Popen], logs: Path, timeout: float = 240) -> list[Result]:
+    deadline = time.monotonic() + timeout
+    out = []
+    try:
+        for i, p in enumerate(procs):
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for i, p in enumerate(procs):
+        out.append(Result(p.args[3:], p.returncode, (logs / f"p{i}.out").read_text(),  # type: ignore[index]
+                          (logs / f"p{i}.err").read_text(), float("nan")))
+    return out
+
+
+def go_times(barrier: Path) -> list[float]:
+    return sorted(float((barrier / f).read_text()) for f in os.listdir(barrier) if f.startswith("go-"))
+
+
+def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal one process we started (by its pid; never a process group or a name)."""
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+    proc.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------- the store, read back
+def client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def all_runs(uri: str, experiment: str | None = None) -> list[Any]:
+    """Every run (active and deleted) of every experiment, or of ``experiment``."""
+    from mlflow.entities import ViewType
+
+    c = client(uri)
+    if experiment is not None:
+        exp = c.get_experiment_by_name(experiment)
+        ids = [exp.experiment_id] if exp else []
+    else:
+        ids = [e.experiment_id for e in c.search_experiments(view_type=ViewType.ALL)]
+    if not ids:
+        return []
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = c.search_runs(ids, run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def snapshot(uri: str) -> dict[str, tuple[str, str]]:
+    """run_id -> (status, lifecycle_stage) over the whole store: equal before and after means
+    no run was created, removed, restored or ended."""
+    return {r.info.run_id: (r.info.status, r.info.lifecycle_stage) for r in all_runs(uri)}
+
+
+def runs_with_hash(uri: str, config_hash: str, experiment: str = "trainkit") -> list[Any]:
+    return [r for r in all_runs(uri, experiment) if r.data.tags.get("config_hash") == config_hash]
+
+
+def finished_with_hash(uri: str, config_hash: str, experiment: str = "trainkit") -> list[Any]:
+    return [r for r in runs_with_hash(uri, config_hash, experiment) if r.info.status == "FINISHED"]
+
+
+def running(uri: str, experiment: str = "trainkit") -> list[Any]:
+    return [r for r in all_runs(uri, experiment) if r.info.status == "RUNNING"]
+
+
+def describe(runs: list[Any]) -> str:
+    return "\n".join(
+        f"  {r.info.run_id} {r.info.run_name} {r.info.status} {r.info.lifecycle_stage} "
+        f"tags={ {k: v[:20] for k, v in r.data.tags.items() if k.startswith(('trainkit.', 'config_hash'))} }"
+        for r in runs
+    )
+
+
+def policy_zip_path(uri: str, run: Any) -> Path:
+    """The local policy.zip of a run's LoggedModel, found through MLflow (artifact_location of
+    the LoggedModel named by the run), not by guessing trainkit's layout."""
+    import urllib.parse
+
+    model_id = run.data.tags.get("trainkit.model_id")
+    assert model_id, f"run {run.info.run_id} names no LoggedModel"
+    loc = client(uri).get_logged_model(model_id).artifact_location
+    path = urllib.parse.urlparse(loc).path if loc.startswith("file:") else loc
+    hits = [Path(d) / "policy.zip" for d, _dirs, files in os.walk(path) if "policy.zip" in files]
+    assert len(hits) == 1, f"expected one policy.zip under {loc}, found {hits}"
+    return hits[0]
+
+
+# ----------------------------------------------------------------------------- configs
+def config_hash(symbol: str, *, data_source: str = "synthetic", timesteps: int | None = None, **options: Any) -> str:
+    """The hash the CLI computes for ``train --symbols SYMBOL --data-source … FAST_CLI``."""
+    from trainkit.config import TrainConfig
+
+    fast = dict(FAST)
+    steps = fast.pop("timesteps") if timesteps is None else timesteps
+    fast.pop("timesteps", None)
+    return TrainConfig.create(symbol, START, END, 21, data_source, steps, **{**fast, **options}).config_hash
+
+
+def fast_cli(steps: int | None = None) -> list[str]:
+    args = list(FAST_CLI)
+    if steps is not None:
+        args[args.index("--timesteps") + 1] = str(steps)
+    return args
+
+
+def train_inprocess(uri: str, symbol: str, **options: Any) -> Any:
+    """Seed a store with a real model, in this process (saves a Python start-up per model)."""
+    from trainkit.manager import TrainingManager
+
+    res = TrainingManager(uri).get(symbol, START, END, data_source=options.pop("data_source", "synthetic"),
+                                   **{**FAST, **options})
+    assert res.status == "trained", res.status
+    return res

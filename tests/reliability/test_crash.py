@@ -1,0 +1,116 @@
+"""Crash: a trainer SIGKILLed mid-training leaves nothing servable, its claim goes stale, the
+next request trains and serves the model, the dead run ends FAILED, other models are untouched."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from rel_support import (
+    PYTHON,
+    WINDOW_CLI,
+    child_env,
+    cli,
+    client,
+    config_hash,
+    describe,
+    fast_cli,
+    finished_with_hash,
+    kill,
+    running,
+    train_inprocess,
+)
+
+STEPS = 24_000  # several seconds of training: the kill lands mid-training, the retrain stays short
+STALE = {"TRAINKIT_STALE_AFTER": "3", "TRAINKIT_HEARTBEAT": "0.5"}
+
+
+def _wait_for_training_claim(uri: str, h: str, victim: subprocess.Popen, timeout: float = 120) -> object:
+    """Poll MLflow until the victim's claim run is RUNNING and has won its tie (it trains next)."""
+    c = client(uri)
+    exp_id = c.get_experiment_by_name("trainkit").experiment_id
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert victim.poll() is None, "the trainer exited before it could be killed"
+        runs = c.search_runs([exp_id], filter_string=f"tags.`trainkit.claim_hash` = '{h}' and attributes.status = 'RUNNING'")
+        if runs and runs[0].data.tags.get("trainkit.claim_state") == "training":
+            return runs[0]
+        time.sleep(0.1)
+    raise AssertionError("no training claim appeared in MLflow")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_the_next_request_trains(sqlite_uri: str, tmp_path: Path) -> None:
+    from trainkit.errors import ModelNotFoundError
+    from trainkit.manager import TrainingManager
+    from trainkit.store import load_model
+
+    c = client(sqlite_uri)
+    keep = train_inprocess(sqlite_uri, "KEEP")  # another cached model, which must come through untouched
+    keep_before = c.get_run(keep.run_id)
+
+    h = config_hash("CRSH", timesteps=STEPS)
+    argv = ["train", "--symbols", "CRSH", *WINDOW_CLI, "--data-source", "synthetic", *fast_cli(STEPS), "--json"]
+    env = {**STALE, "MLFLOW_TRACKING_URI": sqlite_uri}
+    victim_err = tmp_path / "victim.err"
+    victim = subprocess.Popen([PYTHON, "-m", "trainkit", *argv], env=child_env(env), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=open(victim_err, "w"), stdin=subprocess.DEVNULL)
+    try:
+        claim = _wait_for_training_claim(sqlite_uri, h, victim)
+        claim_id = claim.info.run_id
+        beat = claim.data.tags["trainkit.heartbeat"]
+        deadline = time.monotonic() + 20  # one heartbeat later: training has been running for a while
+        while c.get_run(claim_id).data.tags.get("trainkit.heartbeat") == beat:
+            assert time.monotonic() < deadline, "the claim's heartbeat never moved"
+            assert victim.poll() is None, "the trainer exited before it could be killed"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert victim.poll() is None, "training finished before the kill: raise STEPS"
+    finally:
+        kill(victim)  # SIGKILL: no handler, no cleanup, no Python
+    killed_at = time.monotonic()
+    progress = [line for line in victim_err.read_text().splitlines() if "CRSH" in line and "%" in line]
+    assert not any("100%" in line for line in progress), f"killed after training ended: {progress[-1:]}"
+
+    # nothing servable: no model in the store for this hash, and the claim run holds no model
+    dead = c.get_run(claim_id)
+    assert dead.info.status == "RUNNING" and "trainkit.model_id" not in dead.data.tags, describe([dead])
+    assert not finished_with_hash(sqlite_uri, h)
+    exp_id = c.get_experiment_by_name("trainkit").experiment_id
+    assert [m.model_id for m in c.search_logged_models(experiment_ids=[exp_id])] == [keep_before.data.tags["trainkit.model_id"]]
+    with pytest.raises(ModelNotFoundError):
+        load_model(f"runs:/{claim_id}/model", tracking_uri=sqlite_uri)
+
+    # the next request: waits out the dead claim's heartbeat, takes over, trains, serves
+    recovery = cli(*argv, env=env, cwd=tmp_path)
+    since_kill = time.monotonic() - killed_at
+    assert recovery.rc == 0, str(recovery)
+    assert "Traceback" not in recovery.err, str(recovery)
+    assert "stale" in recovery.err.lower(), f"the takeover was not reported\n{recovery}"
+    [row] = json.loads(recovery.out)
+    assert row["status"] == "trained" and row["config_hash"] == h, row
+    assert row["run_id"] != claim_id
+
+    served = finished_with_hash(sqlite_uri, h)
+    assert [r.info.run_id for r in served] == [row["run_id"]], describe(served)
+    assert load_model(row["model_uri"], tracking_uri=sqlite_uri).num_timesteps >= STEPS
+
+    dead = c.get_run(claim_id)
+    assert dead.info.status == "FAILED", describe([dead])
+    assert "trainkit.claim_hash" not in dead.data.tags and "config_hash" not in dead.data.tags, describe([dead])
+    assert "stale" in dead.data.tags.get("trainkit.failure", ""), describe([dead])
+    assert not running(sqlite_uri), "runs left RUNNING:\n" + describe(running(sqlite_uri))
+
+    # the other cached model: same run, same tags, still FINISHED, still loads, still the answer
+    keep_after = c.get_run(keep.run_id)
+    assert keep_after.info.status == "FINISHED" and keep_after.info.lifecycle_stage == "active"
+    assert keep_after.data.tags == keep_before.data.tags
+    assert load_model(keep.model_uri, tracking_uri=sqlite_uri) is not None
+    found = TrainingManager(sqlite_uri).store.find(keep.config.config_hash)
+    assert found is not None and found.run_id == keep.run_id
+    print(f"killed claim {claim_id[:8]} mid-training ({progress[-1].strip() if progress else 'no progress line'}); "
+          f"recovered in {recovery.seconds:.1f}s ({since_kill:.1f}s after the kill), dead run FAILED")

@@ -1,0 +1,396 @@
+"""The `trainkit` command line, for real: real MLflow (sqlite in a temp dir), real SB3 at small
+timesteps. Most calls run in-process through :func:`trainkit.cli.run` (one import of torch and
+MLflow for the whole module); what only a real process shows — `--help` speed and imports, the
+console script, stdout purity, Ctrl-C, `--workers` — runs as a subprocess."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST_CLI, PYTHON, free_port, run_cli
+from trainkit.cli import expand_multi_value
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+URI = re.compile(r"runs:/([0-9a-f]{32})/model")
+
+
+_TEMPLATE: dict[str, Path] = {}
+
+
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow sqlite database, made once per test process. Creating and
+    migrating a fresh one costs 3-10 s on this machine; copying this file costs milliseconds."""
+    if "db" not in _TEMPLATE:
+        from trainkit.store import prepare_tracking
+
+        path = tmp_path_factory.mktemp("template-db") / "mlflow.db"
+        prepare_tracking(f"sqlite:///{path}")
+        _TEMPLATE["db"] = path
+    return _TEMPLATE["db"]
+
+
+@pytest.fixture
+def store(tmp_path_factory, tmp_path, monkeypatch) -> str:
+    """Like conftest's ``sqlite_uri`` (a fresh store in tmp_path, the working directory), but
+    copied from a migrated template. Safe to read while a subprocess writes to it."""
+    shutil.copy(template_db(tmp_path_factory), tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    from trainkit.cli import run
+
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+    def call(*args: str) -> Result:
+        capsys.readouterr()
+        code = run([str(a) for a in args])
+        cap = capsys.readouterr()
+        return Result(code, cap.out, cap.err)
+
+    yield call
+    # the CLI points the trainkit logger at the (now closed) captured stderr: undo that
+    logger = logging.getLogger("trainkit")
+    for h in [h for h in logger.handlers if getattr(h, "_trainkit_cli", False)]:
+        logger.removeHandler(h)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+
+
+def one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- parsing
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--symbols", "A", "B", "C", "--x", "1"], ["--symbols", "A", "--symbols", "B", "--symbols", "C", "--x", "1"]),
+        (["--x", "1", "--symbols", "A"], ["--x", "1", "--symbols", "A"]),
+        (["--symbols=A", "B"], ["--symbols", "A", "--symbols", "B"]),
+        (["--symbols", "^GSPC", "BRK-B", "--json"], ["--symbols", "^GSPC", "--symbols", "BRK-B", "--json"]),
+        (["--symbols", "--json"], ["--symbols", "--json"]),  # click reports the missing value
+        (["--symbols", "A", "--", "B"], ["--symbols", "A", "--", "B"]),
+    ],
+)
+def test_symbols_after_one_option_are_expanded(args, expected):
+    assert expand_multi_value(args, ("--symbols",)) == expected
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    probe = (
+        "import sys, time, io, contextlib\n"
+        "t = time.perf_counter()\n"
+        "from trainkit.cli import run\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    codes = [run(['--help']), run(['train', '--help']), run(['clear', '--help'])]\n"
+        "heavy = [m for m in ('torch', 'stable_baselines3', 'mlflow', 'pandas', 'numpy', 'rich') if m in sys.modules]\n"
+        "print(codes, heavy, time.perf_counter() - t)\n"
+    )
+    out = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, check=True).stdout.split("] ")
+    assert out[0] == "[0, 0, 0", out
+    assert out[1] == "[", f"--help imported heavy modules: {out[1]}"
+    # the whole `trainkit --help` process, best of three (process start included)
+    best = min(_timed([PYTHON, "-m", "trainkit", "--help"]) for _ in range(3))
+    assert best < 0.5, f"trainkit --help took {best:.2f}s"
+
+
+def _timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, check=True)
+    return time.perf_counter() - t
+
+
+def test_console_script_and_module_are_the_same_cli():
+    script = Path(PYTHON).parent / "trainkit"
+    a = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    b = run_cli("--version")
+    assert a.returncode == b.returncode == 0
+    assert a.stdout == b.stdout and "trainkit" in a.stdout
+
+
+# ----------------------------------------------------------------------------- exit code 2
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "--symbols", "AAPL", "BAD SYM!"], "invalid symbol"),
+        (["train", "--symbols", "AAPL", "--hp", "foo=1"], "unknown hyperparameter"),
+        (["train", "--symbols", "AAPL", "--hp", "learning_rate"], "KEY=VALUE"),
+        (["train", "--symbols", "AAPL", "--hp", "n_steps=abc"], "n_steps"),
+        (["train", "--symbols", "AAPL", "--train-start", "2022-01-01", "--train-end", "2021-01-01"], "before"),
+        (["train", "--symbols", "AAPL", "--train-start", "2020-13-01"], "not a valid date"),
+        (["train", "--symbols", "AAPL", "--data-source", "bloomberg"], "unknown data source"),
+        (["train", "--symbols", "AAPL", "--data-source", "csv:/nonexistent/prices.csv"], "CSV file not found"),
+        (["train", "--symbols", "AAPL", "--feature-count", "99"], "feature-count"),
+        (["train", "--symbols", "AAPL", "--workers", "0"], "workers"),
+        (["train", "--symbols", "AAPL", "--algo", "sac"], "algo"),
+        (["train", "--symbols", "AAPL", "--force=maybe"], "force"),
+        (["train", "--symbols"], "requires an argument"),
+        (["train", "--train-start", "2020-01-01"], "--symbols"),
+        (["clear", "--older-than", "3x"], "neither a date nor a duration"),
+        (["clear", "--config-hash", "abc"], "64-hex"),
+        (["list", "--symbol", "A..B"], "invalid symbol"),
+        (["backtest", "--model-uri", "model.zip", "--start", "2023-01-01", "--end", "2023-06-30"], "not a model URI"),
+        (["backtest", "--model-uri", "runs:/x/model", "--start", "2023-06-30", "--end", "2023-01-01"], "before"),
+        (["register", "--model-uri", "s3://bucket/model"], "not a model URI"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_invalid_input_exits_2_with_one_line_and_no_io(cli, tmp_path, args, needle):
+    db = tmp_path / "untouched.db"
+    res = cli("--tracking-uri", f"sqlite:///{db}", *args)
+    assert res.code == 2, res
+    assert needle.lower() in one_error_line(res.err).lower()
+    assert res.out == ""
+    assert not db.exists(), "validation must happen before any I/O"
+
+
+# ----------------------------------------------------------------------------- exit code 1
+def test_runtime_failure_exits_1_one_line_and_traceback_only_with_verbose(cli, store):
+    res = cli("train", "--symbols", "AAPL", "--no-fallback", *FAST_CLI)
+    assert res.code == 1
+    line = one_error_line("\n".join(ln for ln in res.err.splitlines() if ln.startswith("error")))
+    assert line.startswith("error: AAPL:") and "yfinance" in line
+    assert "Traceback" not in res.err and res.out == ""
+
+    res = cli("-v", "train", "--symbols", "AAPL", "--no-fallback", "--json", *FAST_CLI)
+    assert res.code == 1
+    assert "Traceback" in res.err
+    rows = res.json  # --json still prints its one document: the failed row
+    assert rows == [{"symbol": "AAPL", "status": "error", "error": rows[0]["error"], "exit_code": 1}]
+
+
+def test_unreachable_server_exits_1_naming_the_uri(cli):
+    uri = f"http://127.0.0.1:{free_port()}"
+    t = time.monotonic()
+    res = cli("--tracking-uri", uri, "list")
+    assert res.code == 1
+    assert uri in one_error_line(res.err)
+    assert time.monotonic() - t < 10
+
+
+def test_unknown_model_is_exit_1(cli, store):
+    res = cli("register", "--model-uri", "runs:/0123456789abcdef0123456789abcdef/model")
+    assert res.code == 1, res
+    one_error_line(res.err)
+
+
+# ----------------------------------------------------------------------------- train
+def test_train_one_line_per_symbol_then_cached(cli, store):
+    res = cli("train", "--symbols", "aapl", "MSFT", "--data-source", "synthetic", *FAST_CLI)
+    assert res.code == 0, res.err
+    lines = res.out.splitlines()
+    assert len(lines) == 2
+    runs = {}
+    for line, sym in zip(lines, ("AAPL", "MSFT")):
+        m = re.fullmatch(rf"{sym}\s+trained\s+(runs:/([0-9a-f]{{32}})/model)\s+\d+\.\ds", line)
+        assert m, line
+        runs[sym] = m.group(2)
+    assert runs["AAPL"] != runs["MSFT"]
+
+    # the same request again: served from the cache, as JSON for scripts
+    res = cli("train", "--symbols", "AAPL", "MSFT", "--data-source", "synthetic", "--json", *FAST_CLI)
+    assert res.code == 0, res.err
+    rows = res.json
+    assert [r["symbol"] for r in rows] == ["AAPL", "MSFT"]
+    for r in rows:
+        assert r["status"] == "cached"
+        assert r["run_id"] == runs[r["symbol"]]
+        assert r["model_uri"] == f"runs:/{r['run_id']}/model"
+        assert HEX64.match(r["config_hash"])
+        assert isinstance(r["seconds"], float)
+
+    # --dry-run: each config's hash and whether it is cached; trains nothing
+    res = cli("train", "--symbols", "MSFT", "NVDA", "--data-source", "synthetic", "--dry-run", *FAST_CLI)
+    assert res.code == 0, res.err
+    msft, nvda = res.out.splitlines()
+    assert msft.split()[:3] == ["MSFT", rows[1]["config_hash"], "cached"] and runs["MSFT"] in msft
+    assert nvda.split()[0] == "NVDA" and "not cached" in nvda
+    dry = cli("train", "--symbols", "NVDA", "--data-source", "synthetic", "--dry-run", "--json", *FAST_CLI).json
+    assert dry[0]["cached"] is False and dry[0]["config"]["symbol"] == "NVDA"
+    assert cli("list", "--symbol", "NVDA", "--json").json == []
+
+    # --force retrains (a new run); --force=false (MLproject's spelling) does not
+    forced = cli("train", "--symbols", "AAPL", "--data-source", "synthetic", "--force", "--json", *FAST_CLI).json[0]
+    assert forced["status"] == "trained" and forced["run_id"] != runs["AAPL"]
+    assert forced["config_hash"] == rows[0]["config_hash"]
+    again = cli("train", "--symbols", "AAPL", "--data-source", "synthetic", "--force=false", "--json", *FAST_CLI).json[0]
+    assert again["status"] == "cached"
+
+
+def test_hyperparameters_and_options_change_the_hash_defaults_do_not(cli, store):
+    def hash_of(*extra: str) -> str:
+        res = cli("train", "--symbols", "AAPL", "--data-source", "synthetic", "--dry-run", "--json", *extra)
+        assert res.code == 0, res.err
+        return res.json[0]["config_hash"]
+
+    base = hash_of()
+    assert hash_of("--hp", "learning_rate=0.001", "--hp", "net_arch=64,64", "--cost-bps", "5", "--allow-short") == base
+    changed = {hash_of("--hp", "learning_rate=3e-4"), hash_of("--hp", "net_arch=32,32"), hash_of("--no-short"),
+               hash_of("--seed", "1"), hash_of("--timesteps", "5000"), hash_of("--feature-count", "8"),
+               hash_of("--algo", "a2c"), hash_of("--episode-length", "100"), hash_of("--data-seed", "7")}
+    assert base not in changed and len(changed) == 9
+    assert hash_of("--no-fallback") == base  # a request option, not part of the model
+
+
+def test_fallback_is_reported_as_such(cli, store):
+    res = cli("train", "--symbols", "AAPL", *FAST_CLI)  # yfinance is unreachable here
+    assert res.code == 0, res.err
+    assert re.fullmatch(r"AAPL\s+fell back to synthetic\s+runs:/[0-9a-f]{32}/model\s+\d+\.\ds", res.out.strip())
+    assert "warning:" in res.err and "synthetic" in res.err
+    row = cli("train", "--symbols", "AAPL", "--json", *FAST_CLI).json[0]
+    assert row["status"] == "cached" and row["fallback_reason"]
+    listed = cli("list", "--json").json
+    assert listed[0]["data_source"] == "yfinance" and listed[0]["data_source_effective"] == "synthetic"
+    assert listed[0]["status"] == "fallback" and listed[0]["fell_back"] is True
+    assert "FALLBACK" in cli("list").out
+
+
+# ----------------------------------------------------------------------------- list / register / clear
+LIST_KEYS = {"run_id", "model_uri", "config_hash", "symbol", "train_start", "train_end", "timesteps", "algo",
+             "feature_count", "data_source", "data_source_effective", "status", "created"}
+
+
+def test_list_register_clear(cli, store):
+    assert cli("list").out.startswith("no cached models")
+    assert cli("list", "--json").json == []
+    rows = cli("train", "--symbols", "AAPL", "MSFT", "--data-source", "synthetic", "--json", *FAST_CLI).json
+    by_sym = {r["symbol"]: r for r in rows}
+
+    listed = cli("list", "--json").json
+    assert {m["symbol"] for m in listed} == {"AAPL", "MSFT"}
+    for m in listed:
+        assert LIST_KEYS <= set(m)
+        assert m["run_id"] == by_sym[m["symbol"]]["run_id"] and m["config_hash"] == by_sym[m["symbol"]]["config_hash"]
+        assert m["timesteps"] == 256 and m["feature_count"] == 21 and m["algo"] == "ppo"
+        assert (m["train_start"], m["train_end"]) == ("2020-01-01", "2022-12-31")
+        created = _dt.datetime.fromisoformat(m["created"])
+        assert created.tzinfo is not None and abs(_dt.datetime.now(_dt.timezone.utc) - created).total_seconds() < 600
+    only = cli("list", "--symbol", "aapl", "--json").json
+    assert [m["symbol"] for m in only] == ["AAPL"]
+
+    table = cli("list").out
+    for r in rows:  # full run id, 8-char hash, window, source on one line per model
+        line = next(ln for ln in table.splitlines() if r["run_id"] in ln)
+        assert r["symbol"] in line and r["config_hash"][:8] in line and "2020-01-01..2022-12-31" in line
+        assert "synthetic" in line and "256" in line
+
+    reg = cli("register", "--model-uri", by_sym["AAPL"]["model_uri"], "--alias", "champion")
+    assert reg.code == 0, reg.err
+    assert "trainkit-AAPL version 1" in reg.out and "models:/trainkit-AAPL@champion" in reg.out
+    from trainkit import load_model
+
+    assert load_model("models:/trainkit-AAPL@champion").policy is not None
+
+    # no terminal and no --yes: show the plan, refuse (exit 2), delete nothing
+    res = cli("clear")
+    assert res.code == 2 and "--yes" in one_error_line(res.err)
+    assert by_sym["MSFT"]["run_id"] in res.out and "keeping 1 registered" in res.out
+    assert "pass --include-registered" in res.out
+    assert len(cli("list", "--json").json) == 2
+
+    res = cli("clear", "--dry-run", "--json")
+    plan = res.json
+    assert res.code == 0 and plan["deleted"] is False
+    assert [m["run_id"] for m in plan["removed"]] == [by_sym["MSFT"]["run_id"]]
+    assert [m["run_id"] for m in plan["kept"]] == [by_sym["AAPL"]["run_id"]] and "registered" in plan["kept"][0]["reason"]
+
+    res = cli("clear", "--older-than", "2000-01-01", "--yes")  # nothing that old
+    assert res.code == 0 and "nothing to remove" in res.out
+    res = cli("clear", "--yes")
+    assert res.code == 0 and "deleted 1 model(s)" in res.out
+    assert [m["symbol"] for m in cli("list", "--json").json] == ["AAPL"]
+    # a deleted model is gone from the cache: the same request trains again
+    row = cli("train", "--symbols", "MSFT", "--data-source", "synthetic", "--json", *FAST_CLI).json[0]
+    assert row["status"] == "trained" and row["run_id"] != by_sym["MSFT"]["run_id"]
+
+    res = cli("clear", "--config-hash", by_sym["AAPL"]["config_hash"], "--include-registered", "--purge", "--yes", "--json")
+    assert res.code == 0, res.err
+    assert res.json["deleted"] is True and [m["symbol"] for m in res.json["removed"]] == ["AAPL"]
+    assert [m["symbol"] for m in cli("list", "--json").json] == ["MSFT"]
+
+
+# ----------------------------------------------------------------------------- real processes
+def test_workers_in_a_real_process_with_json_on_stdout_only(cli, store):
+    # -v: info logs (and MLflow's) go to stderr; stdout must still be exactly one JSON document
+    p = run_cli("-v", "train", "--symbols", "AAPL", "MSFT", "--data-source", "synthetic", "--workers", "4",
+                "--json", *FAST_CLI)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)  # fails on anything besides the one document
+    assert [r["symbol"] for r in rows] == ["AAPL", "MSFT"] and {r["status"] for r in rows} == {"trained"}
+    assert "in 2 worker processes" in p.stderr  # never more workers than symbols
+    assert "info:" in p.stderr
+    # the workers trained exactly the configs the sequential path asks for: now cached
+    cached = cli("train", "--symbols", "AAPL", "MSFT", "--data-source", "synthetic", "--json", *FAST_CLI).json
+    assert [(r["status"], r["run_id"]) for r in cached] == [("cached", r["run_id"]) for r in rows]
+
+
+def test_ctrl_c_exits_130_and_marks_the_run_killed(store):
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "trainkit", "train", "--symbols", "AAPL", "--data-source", "synthetic",
+         "--timesteps", "50000000", "--hp", "n_envs=2", "--hp", "n_steps=64", "--hp", "batch_size=64"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _has_claim(store):
+            time.sleep(0.5)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert "Traceback" not in err and out == ""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("trainkit")
+    statuses = [r.info.status for r in client.search_runs([exp.experiment_id])]
+    assert statuses == ["KILLED"]
+
+
+def _has_claim(uri: str) -> bool:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    try:
+        exp = client.get_experiment_by_name("trainkit")
+    except Exception:
+        return False
+    return bool(exp and client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'"))

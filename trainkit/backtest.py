@@ -1,0 +1,448 @@
+"""Backtests by model URI: run a cached model over a test window, compare it with buy-and-hold,
+and log the result as its own MLflow run that points back at the model.
+
+A backtest needs nothing but a model URI (``runs:/<id>/model``, ``models:/m-<id>``,
+``models:/<name>/<version>``, ``models:/<name>@<alias>``) and a window, because the model
+brings everything else from its artifacts (``config.json`` and ``feature_spec.json``, via
+:func:`trainkit.store.load_bundle`): the symbol, the data source (and synthetic ``data_seed``),
+the feature count, the *training* scaler, ``cost_bps`` and ``allow_short``. Features of the test
+window are built exactly as in training — fetched from :func:`~trainkit.features.warmup_start`
+so every indicator is warm on the first test day, and scaled with the training statistics —
+and the deterministic policy is walked through the window by
+:func:`trainkit.agents.run_policy`, starting flat, paying the training costs.
+
+The same URI and window give the same numbers on every run and in every process: the data are
+fixed (a CSV, the synthetic path, or Yahoo's history), the policy is deterministic and
+evaluated with one torch thread, and the metrics are plain numpy.
+
+Metrics (all from the strategy's *daily simple returns* ``r_t`` net of costs, over the
+``n = T - 1`` trading days of a window of ``T`` closes; 252 trading days a year; risk-free
+rate 0):
+
+* ``total_return``: ``E_n - 1`` where the equity ``E_0 = 1``, ``E_k = prod_{t<k} (1 + r_t)``.
+* ``annualized_return``: ``E_n ** (252 / n) - 1`` (geometric; ``-1`` if equity hit zero).
+* ``annualized_volatility``: ``std(r, ddof=1) * sqrt(252)``.
+* ``sharpe``: ``mean(r) / std(r, ddof=1) * sqrt(252)``; 0 when ``r`` is constant (always flat).
+* ``sortino``: ``mean(r) / sqrt(mean(min(r, 0) ** 2)) * sqrt(252)`` (downside deviation
+  against 0 over all days); 0 when no day lost money.
+* ``max_drawdown``: ``min_k (E_k / max_{j<=k} E_j - 1)``, a number in ``[-1, 0]``
+  (``-0.25``: the equity once stood 25% below its previous peak).
+* ``n_trades``: days on which the position changed (entering from flat on the first day
+  counts; a long→short flip is one trade).
+* ``turnover``: ``sum |Δposition|`` over the window, in multiples of equity (a flip is 2);
+  the costs paid are ``turnover * cost_bps / 1e4`` of (then-current) equity.
+* ``exposure``: the fraction of the ``n`` days on which a position (long or short) was held.
+* ``buy_and_hold_return``: ``close[last] / close[first] - 1`` over the window's trading days,
+  without costs.
+* ``excess_return``: ``total_return - buy_and_hold_return``.
+
+The logged run (experiment ``trainkit-backtests``) is tagged ``trainkit.model_uri`` (as given),
+``trainkit.source_run_id``, ``trainkit.model_id``, ``trainkit.symbol`` and the data actually
+used; its params are the window and the overrides; its artifacts are ``equity_curve.png``
+(strategy vs buy-and-hold, with a drawdown panel) and ``equity.csv`` (one row per day).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainkit.config import file_sha256, parse_data_source, parse_date
+from trainkit.errors import ConfigError, DataError, ModelURIError
+from trainkit.store import BACKTEST_EXPERIMENT  # stdlib-only at import time: no mlflow, no I/O
+
+_logger = logging.getLogger("trainkit")
+
+__all__ = ["BACKTEST_EXPERIMENT", "METRIC_NAMES", "TRADING_DAYS", "BacktestResult", "compute_metrics", "run_backtest"]
+
+#: Trading days per year used to annualise.
+TRADING_DAYS = 252
+
+#: Every metric a backtest reports, in the order they are shown.
+METRIC_NAMES: tuple[str, ...] = (
+    "total_return",
+    "annualized_return",
+    "annualized_volatility",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "n_trades",
+    "turnover",
+    "exposure",
+    "buy_and_hold_return",
+    "excess_return",
+)
+
+#: Fewest trading days a test window may have (the feature builder's minimum).
+MIN_TEST_DAYS = 30
+
+_URI_RE = re.compile(r"^(runs:/[^/\s]+/\S+|models:/\S+)$")
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """One backtest: which model, which window, on which data, the metrics, the daily equity
+    and the run it was logged as (``run_id`` is ``None`` when not logged).
+
+    ``equity``: one row per trading day of the window — ``date``, ``close``, ``position`` (held
+    from this close to the next; the last row's earns nothing here), ``net_return`` (the
+    strategy's return earned *into* this day, net of costs; 0 on the first day),
+    ``strategy_equity``, ``buy_and_hold_equity`` (both 1.0 on the first day) and ``drawdown``
+    (of the strategy, ``<= 0``)."""
+
+    model_uri: str
+    source_run_id: str
+    symbol: str
+    start: str
+    end: str
+    data_source: str
+    data_source_effective: str
+    metrics: dict[str, float]
+    equity: pd.DataFrame = field(compare=False, repr=False)
+    run_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    model_id: str | None = None
+    config_hash: str | None = None
+    data_digest: str | None = None
+
+    @property
+    def first_day(self) -> str:
+        return str(pd.Timestamp(self.equity["date"].iloc[0]).date())
+
+    @property
+    def last_day(self) -> str:
+        return str(pd.Timestamp(self.equity["date"].iloc[-1]).date())
+
+    @property
+    def n_days(self) -> int:
+        """Trading days (closes) in the window."""
+        return int(len(self.equity))
+
+    def to_dict(self, include_equity: bool = False) -> dict[str, Any]:
+        """JSON-ready summary (``json.dumps`` works on it as is); ``include_equity`` adds the
+        daily rows as a list of objects."""
+        d: dict[str, Any] = {
+            "model_uri": self.model_uri,
+            "source_run_id": self.source_run_id,
+            "model_id": self.model_id,
+            "config_hash": self.config_hash,
+            "symbol": self.symbol,
+            "start": self.start,
+            "end": self.end,
+            "first_day": self.first_day,
+            "last_day": self.last_day,
+            "n_days": self.n_days,
+            "data_source": self.data_source,
+            "data_source_effective": self.data_source_effective,
+            "data_digest": self.data_digest,
+            "metrics": {k: (v if isinstance(v, int) else float(v)) for k, v in self.metrics.items()},
+            "run_id": self.run_id,
+            "experiment": BACKTEST_EXPERIMENT if self.run_id else None,
+            "warnings": list(self.warnings),
+        }
+        if include_equity:
+            rows = self.equity.copy()
+            rows["date"] = [str(pd.Timestamp(x).date()) for x in rows["date"]]
+            d["equity"] = rows.to_dict(orient="records")
+        return d
+
+
+# ----------------------------------------------------------------------------- metrics
+def compute_metrics(
+    net_returns: np.ndarray, positions: np.ndarray, closes: np.ndarray
+) -> tuple[dict[str, float], np.ndarray]:
+    """The metrics of the module docstring, and the equity curve ``E_0..E_n``.
+
+    ``net_returns`` [n]: the strategy's daily simple returns net of costs; ``positions`` [n] or
+    [n + 1]: the position held over each of those days (a trailing extra one is ignored);
+    ``closes`` [n + 1]: the window's closes (for buy-and-hold)."""
+    r = np.asarray(net_returns, dtype=np.float64)
+    closes = np.asarray(closes, dtype=np.float64)
+    n = int(r.shape[0])
+    if n < 2 or closes.shape[0] != n + 1:
+        raise ValueError(f"need at least 2 daily returns and one more close than returns, got {n} and {closes.shape[0]}")
+    held = np.asarray(positions, dtype=np.float64)[:n]
+    equity = np.concatenate(([1.0], np.cumprod(1.0 + r)))
+    final = float(equity[-1])
+    total = final - 1.0
+    annual = final ** (TRADING_DAYS / n) - 1.0 if final > 0 else -1.0
+    sd = float(np.std(r, ddof=1))
+    mean = float(np.mean(r))
+    root = math.sqrt(TRADING_DAYS)
+    constant = float(np.ptp(r)) == 0.0  # e.g. always flat: no risk taken, no ratio to speak of
+    sharpe = 0.0 if constant else mean / sd * root
+    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
+    sortino = mean / downside * root if downside > 0 else 0.0
+    peaks = np.maximum.accumulate(equity)
+    drawdown = equity / peaks - 1.0
+    steps = np.abs(np.diff(np.concatenate(([0.0], held))))
+    bh = float(closes[-1] / closes[0] - 1.0)
+    metrics = {
+        "total_return": total,
+        "annualized_return": float(annual),
+        "annualized_volatility": sd * root,
+        "sharpe": float(sharpe),
+        "sortino": float(sortino),
+        "max_drawdown": float(drawdown.min()),
+        "n_trades": int(np.count_nonzero(steps)),  # a count (an int; MLflow stores it as a float)
+        "turnover": float(steps.sum()),
+        "exposure": float(np.count_nonzero(held) / n),
+        "buy_and_hold_return": bh,
+        "excess_return": total - bh,
+    }
+    return metrics, equity
+
+
+# ----------------------------------------------------------------------------- validation
+def _validate(model_uri: Any, start: Any, end: Any, data_source: Any) -> tuple[str, _dt.date, _dt.date, str | None]:
+    """Everything that can be checked without I/O (exit code 2 on failure)."""
+    if not isinstance(model_uri, str) or not _URI_RE.match(model_uri.strip()):
+        raise ModelURIError(
+            f"invalid model URI {model_uri!r}: use runs:/<run_id>/model, models:/m-<id>, "
+            "models:/<name>/<version> or models:/<name>@<alias>"
+        )
+    s = parse_date(start, "start")
+    e = parse_date(end, "end")
+    if s >= e:
+        raise ConfigError(f"the backtest start {s} must be before its end {e}")
+    today = _dt.date.today()
+    if e > today:
+        raise ConfigError(f"the backtest end {e} is in the future: use a date up to today ({today})")
+    weekdays = int(np.busday_count(s, e + _dt.timedelta(days=1)))
+    if weekdays < MIN_TEST_DAYS:
+        raise ConfigError(
+            f"the window {s}..{e} has at most {weekdays} trading days: a backtest needs at least {MIN_TEST_DAYS} "
+            "(about six weeks)"
+        )
+    source = None
+    if data_source is not None and str(data_source).strip():
+        kind, path = parse_data_source(data_source)
+        source = f"csv:{os.path.abspath(os.path.expanduser(path))}" if kind == "csv" else kind  # type: ignore[arg-type]
+    return model_uri.strip(), s, e, source
+
+
+# ----------------------------------------------------------------------------- the backtest
+def run_backtest(
+    model_uri: str,
+    start: Any,
+    end: Any,
+    data_source: str | None = None,
+    *,
+    tracking_uri: str | None = None,
+    store: Any = None,
+    log: bool = True,
+) -> BacktestResult:
+    """Backtest the model at ``model_uri`` over ``start..end`` (inclusive) and, with ``log``,
+    record it as a FINISHED run in experiment ``trainkit-backtests``.
+
+    ``data_source`` overrides the model's own (``yfinance``, ``synthetic`` or ``csv:PATH`` of
+    the same symbol); the scaler and every other setting still come from the model. A window
+    that overlaps the training window is backtested but warned about (the overlap is
+    in-sample). ``store``: a :class:`trainkit.store.ModelStore` to use (default: the one of
+    ``tracking_uri`` / ``MLFLOW_TRACKING_URI``).
+
+    Raises ``ConfigError``/``ModelURIError`` (exit 2) for a malformed URI or window before any
+    I/O; ``ModelNotFoundError``/``IntegrityError``/``StoreError``/``DataError`` (exit 1) when the
+    model or the prices cannot be had."""
+    uri, s, e, override = _validate(model_uri, start, end, data_source)
+
+    from trainkit.agents import run_policy
+    from trainkit.data import DataFetcherFactory
+    from trainkit.features import build_features, parse_spec, warmup_start
+    from trainkit.store import TAG_MODEL_ID, default_store, load_bundle
+
+    store = store or default_store(tracking_uri)
+    model, bundle = load_bundle(uri, store=store)
+    config, spec = bundle.config, bundle.feature_spec
+    count, scaler = parse_spec(spec)
+    if count != config.feature_count:
+        raise ConfigError(f"the model at {uri} is inconsistent: feature_count {config.feature_count} but a {count}-feature spec")
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        _logger.warning("%s", msg)
+
+    source = override or config.data_source
+    kind, path = parse_data_source(source)
+    if kind == "csv" and not os.path.isfile(path):  # type: ignore[arg-type]
+        hint = "" if override else " (the file the model was trained on): pass data_source=csv:PATH (--data-source) with its prices"
+        raise DataError(f"CSV file not found: {path}{hint}")
+    if kind == "csv" and not override and config.csv_sha256 and file_sha256(path) != config.csv_sha256:  # type: ignore[arg-type]
+        warn(
+            f"{path} changed since the model was trained on it (sha256 differs): harmless if rows were only "
+            "appended, otherwise the prices differ from the training data"
+        )
+
+    trained = (config.start_date, config.end_date)
+    in_sample = s <= trained[1] and e >= trained[0]
+    if in_sample:
+        lo, hi = max(s, trained[0]), min(e, trained[1])
+        warn(
+            f"the backtest window {s}..{e} overlaps the training window {config.train_start}..{config.train_end} "
+            f"of {uri} ({lo}..{hi}): those days are in-sample and flatter the metrics"
+        )
+    trained_on = (spec.get("data") or {}) if isinstance(spec.get("data"), dict) else {}
+    if trained_on.get("fallback_reason"):
+        warn(f"the model was trained on SYNTHETIC fallback data ({trained_on['fallback_reason']}), not on {config.data_source}")
+
+    fetch = DataFetcherFactory.fetch(source, config.symbol, warmup_start(s), e, data_seed=config.data_seed)
+    if fetch.fallback_reason:
+        warn(f"{fetch.requested_source} failed ({fetch.fallback_reason}): backtested on SYNTHETIC data instead")
+    fs = build_features(fetch.frame, count, scaler=scaler, start=s, end=e)
+    traded = run_policy(model, fs, cost_bps=config.cost_bps, allow_short=config.allow_short)
+    metrics, curve = compute_metrics(traded["net_returns"], traded["positions"], fs.closes)
+
+    model_id = getattr(bundle, "model_id", None) or store.get_run(bundle.run_id).data.tags.get(TAG_MODEL_ID)
+    result = BacktestResult(
+        model_uri=uri,
+        source_run_id=bundle.run_id,
+        symbol=config.symbol,
+        start=s.isoformat(),
+        end=e.isoformat(),
+        data_source=fetch.requested_source,
+        data_source_effective=fetch.effective_source,
+        metrics=metrics,
+        equity=_equity_frame(fs.dates, fs.closes, traded, curve),
+        warnings=warnings,
+        model_id=model_id,
+        config_hash=config.config_hash,
+        data_digest=fetch.digest,
+    )
+    if not log:
+        return result
+    run_id = _log(store, result, config, override=override, in_sample=in_sample, fallback_reason=fetch.fallback_reason)
+    return dataclasses.replace(result, run_id=run_id)
+
+
+def _equity_frame(dates: np.ndarray, closes: np.ndarray, traded: dict[str, np.ndarray], curve: np.ndarray) -> pd.DataFrame:
+    """The daily rows of :attr:`BacktestResult.equity`."""
+    return pd.DataFrame(
+        {
+            "date": pd.to_datetime(dates),
+            "close": closes,
+            "position": np.asarray(traded["positions"], dtype=np.float64),
+            "net_return": np.concatenate(([0.0], traded["net_returns"])),
+            "strategy_equity": curve,
+            "buy_and_hold_equity": closes / closes[0],
+            "drawdown": curve / np.maximum.accumulate(curve) - 1.0,
+        }
+    )
+
+
+# ----------------------------------------------------------------------------- logging
+def _log(store: Any, result: BacktestResult, config: Any, *, override: str | None, in_sample: bool,
+         fallback_reason: str | None) -> str:
+    from trainkit import __version__
+
+    params = {
+        "model_uri": result.model_uri,
+        "start": result.start,
+        "end": result.end,
+        "first_day": result.first_day,
+        "last_day": result.last_day,
+        "n_days": str(result.n_days),
+        "data_source": result.data_source,
+        "data_source_override": "true" if override else "false",
+        "cost_bps": str(config.cost_bps),
+        "allow_short": str(config.allow_short),
+        "feature_count": str(config.feature_count),
+    }
+    tags = {
+        "trainkit.model_uri": result.model_uri,
+        "trainkit.source_run_id": result.source_run_id,
+        "trainkit.symbol": result.symbol,
+        "trainkit.source_config_hash": result.config_hash or "",
+        "trainkit.data_source": result.data_source,
+        "trainkit.data_source_effective": result.data_source_effective,
+        "trainkit.data_digest": result.data_digest or "",
+        "trainkit.in_sample": "true" if in_sample else "false",
+        "trainkit.version": __version__,
+        "mlflow.note.content": _description(result, config),
+    }
+    if result.model_id:
+        tags["trainkit.model_id"] = result.model_id
+    if fallback_reason:
+        tags["trainkit.fallback_reason"] = fallback_reason
+    if override:
+        tags["trainkit.data_source_override"] = override
+    with tempfile.TemporaryDirectory(prefix="trainkit-backtest-") as tmp:
+        csv_path = os.path.join(tmp, "equity.csv")
+        out = result.equity.copy()
+        out["date"] = [str(pd.Timestamp(x).date()) for x in out["date"]]
+        out.to_csv(csv_path, index=False)
+        png_path = os.path.join(tmp, "equity_curve.png")
+        _plot(result, png_path)
+        summary_path = os.path.join(tmp, "backtest.json")
+        with open(summary_path, "w") as fh:
+            json.dump(result.to_dict(), fh, indent=2, sort_keys=True)
+        extra: dict[str, Any] = {}
+        if result.model_id and "input_model_ids" in inspect.signature(store.log_run).parameters:
+            extra["input_model_ids"] = [result.model_id]  # MLflow 3 lineage: the model as the run's input
+        return store.log_run(
+            BACKTEST_EXPERIMENT,
+            run_name=f"{result.symbol}-backtest-{result.start}..{result.end}",
+            params=params,
+            metrics=result.metrics,
+            tags=tags,
+            artifacts={"equity.csv": csv_path, "equity_curve.png": png_path, "backtest.json": summary_path},
+            **extra,
+        )
+
+
+def _description(result: BacktestResult, config: Any) -> str:
+    m = result.metrics
+    lines = [
+        f"### Backtest of {result.symbol} ({config.algo.upper()}) over {result.start} → {result.end}",
+        "",
+        f"* model: `{result.model_uri}` (training run `{result.source_run_id}`, trained on "
+        f"{config.train_start} → {config.train_end})",
+        f"* data: {result.data_source_effective}",
+        f"* total return **{m['total_return']:+.2%}** vs buy-and-hold {m['buy_and_hold_return']:+.2%}; "
+        f"Sharpe {m['sharpe']:.2f}, max drawdown {m['max_drawdown']:.2%}",
+    ]
+    for w in result.warnings:
+        lines.append(f"* ⚠ {w}")
+    return "\n".join(lines)
+
+
+def _plot(result: BacktestResult, path: str) -> None:
+    """Strategy vs buy-and-hold equity, with the strategy's drawdown below (Agg, no pyplot:
+    no global state, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    eq = result.equity
+    dates = pd.to_datetime(eq["date"]).to_numpy()
+    fig = Figure(figsize=(10, 6), dpi=100)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    m = result.metrics
+    top.plot(dates, eq["strategy_equity"], label=f"strategy ({m['total_return']:+.1%})", color="tab:blue", lw=1.4)
+    top.plot(dates, eq["buy_and_hold_equity"], label=f"buy and hold ({m['buy_and_hold_return']:+.1%})",
+             color="tab:gray", lw=1.0)
+    top.axhline(1.0, color="black", lw=0.5, alpha=0.5)
+    top.set_ylabel("equity (start = 1)")
+    top.set_title(f"{result.symbol} backtest {result.first_day} → {result.last_day}   {result.model_uri}", fontsize=10)
+    top.legend(loc="upper left")
+    top.grid(alpha=0.3)
+    bh = eq["buy_and_hold_equity"].to_numpy()
+    bottom.fill_between(dates, eq["drawdown"], 0.0, color="tab:red", alpha=0.4, label="strategy")
+    bottom.plot(dates, bh / np.maximum.accumulate(bh) - 1.0, color="tab:gray", lw=0.8, label="buy and hold")
+    bottom.legend(loc="lower left", fontsize=8)
+    bottom.set_ylabel("drawdown")
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
