@@ -71,10 +71,14 @@ def test_entry_points_match_the_cli():
     assert bt["command"].startswith("python -m trainkit backtest")
 
 
-def _mlflow_run(tmp_path: Path, experiment: str, *params: str) -> subprocess.CompletedProcess:
+TRAIN_PARAMS = ("symbol=AAPL", "data_source=synthetic", "timesteps=256", "algo=a2c")
+
+
+def _mlflow_run(tmp_path: Path, experiment: str, *params: str, entry_point: str = "main") -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(PYTHON).parent}{os.pathsep}{os.environ['PATH']}"}
-    args = [PYTHON, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", experiment]
-    for p in ("symbol=AAPL", "data_source=synthetic", "timesteps=256", "algo=a2c", *params):
+    args = [PYTHON, "-m", "mlflow", "run", str(REPO), "-e", entry_point, "--env-manager", "local",
+            "--experiment-name", experiment]
+    for p in params:
         args += ["-P", p]
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
 
@@ -87,7 +91,7 @@ def test_mlflow_run_uses_the_project_run(store, tmp_path):  # noqa: F811
     client = MlflowClient(store)
 
     # a miss in experiment trainkit: the project run *is* the training run
-    p = _mlflow_run(tmp_path, "trainkit")
+    p = _mlflow_run(tmp_path, "trainkit", *TRAIN_PARAMS)
     assert p.returncode == 0, p.stderr[-3000:]
     m = re.search(r"AAPL\s+trained\s+runs:/([0-9a-f]{32})/model", p.stdout)
     assert m, p.stdout
@@ -104,7 +108,7 @@ def test_mlflow_run_uses_the_project_run(store, tmp_path):  # noqa: F811
     assert load_model(f"runs:/{model_run.info.run_id}/model").policy is not None
 
     # the same request from another experiment: a hit, recorded in that project run
-    p = _mlflow_run(tmp_path, "elsewhere", "force=false")
+    p = _mlflow_run(tmp_path, "elsewhere", *TRAIN_PARAMS, "force=false")
     assert p.returncode == 0, p.stderr[-3000:]
     assert re.search(rf"AAPL\s+cached\s+runs:/{model_run.info.run_id}/model", p.stdout), p.stdout
     other_exp = client.get_experiment_by_name("elsewhere").experiment_id
@@ -116,5 +120,15 @@ def test_mlflow_run_uses_the_project_run(store, tmp_path):  # noqa: F811
     assert tags["trainkit.model_run_id"] == model_run.info.run_id
     assert "config_hash" not in tags  # a run without a model never carries config_hash
     assert len(client.search_runs([trainkit_exp])) == 1  # nothing trained
+
+    # the backtest entry point (its experiment made here: the command runs in the repository)
+    client.create_experiment("trainkit-backtests", artifact_location=str(tmp_path / "backtest-artifacts"))
+    uri = f"runs:/{model_run.info.run_id}/model"
+    p = _mlflow_run(tmp_path, "elsewhere", f"model_uri={uri}", "start=2023-01-01", "end=2023-06-30", entry_point="backtest")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"backtest of {uri} (AAPL) over 2023-01-01..2023-06-30" in p.stdout and "sharpe" in p.stdout
+    bt_exp = client.get_experiment_by_name("trainkit-backtests").experiment_id
+    (bt,) = client.search_runs([bt_exp])
+    assert bt.data.tags["trainkit.model_uri"] == uri and bt.data.tags["trainkit.source_run_id"] == model_run.info.run_id
 
     assert {p.name for p in REPO.iterdir()} == repo_before, "mlflow run wrote into the repository"

@@ -1168,9 +1168,15 @@ def _dataset_source(config: TrainConfig, provenance: DataProvenance) -> Any:
     """An explicit MLflow dataset source (a bare string is ambiguous to MLflow)."""
     kind, _, path = provenance.effective_source.partition(":")
     if kind == "csv":
-        from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
+        # MLflow builds its local-file source class at runtime; find it in the registry
+        from mlflow.data.dataset_source_registry import get_registered_sources
 
-        return LocalArtifactDatasetSource(path)
+        local = next((c for c in get_registered_sources() if c._get_source_type() == "local"), None)
+        if local is not None:
+            return local(path)
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+
+        return CodeDatasetSource(tags={"csv": path, "symbol": config.symbol})
     if kind == "yfinance":
         from mlflow.data.http_dataset_source import HTTPDatasetSource
 

@@ -58,11 +58,18 @@ class Result:
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test process's environment (already isolated by the autouse fixture) plus ``extra``;
     one torch/BLAS thread per child so N children share 2 cores without oversubscription."""
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("MKL_NUM_THREADS", "1")
     env.update(extra or {})
     return env
+
+
+def isolated_env(root: Path, uri: str) -> dict[str, str]:
+    """What tests/conftest.py's autouse ``_isolate`` sets, for module-scoped fixtures (which are
+    set up before it runs): own caches, short claim settle and Yahoo timeout, this store."""
+    return {"TRAINKIT_CACHE_DIR": str(root / "cache"), "TRAINKIT_CLAIM_SETTLE": "0.3", "TRAINKIT_YF_TIMEOUT": "5",
+            "MLFLOW_ENABLE_ASYNC_LOGGING": "false", "MLFLOW_TRACKING_URI": uri}
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None, timeout: float = 180) -> Result:

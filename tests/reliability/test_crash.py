@@ -25,7 +25,7 @@ from rel_support import (
     train_inprocess,
 )
 
-STEPS = 24_000  # several seconds of training: the kill lands mid-training, the retrain stays short
+STEPS = 16_000  # several seconds of training: the kill lands mid-training, the retrain stays short
 STALE = {"TRAINKIT_STALE_AFTER": "3", "TRAINKIT_HEARTBEAT": "0.5"}
 
 
