@@ -20,8 +20,22 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_CLI, PYTHON, free_port, run_cli
 from trainkit.cli import expand_multi_value
+
+
+def _top_conftest():
+    """tests/conftest.py's constants and helpers, loaded by path: the module name ``conftest``
+    is ambiguous once tests/reliability/conftest.py is collected too."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_trainkit_tests_conftest", Path(__file__).with_name("conftest.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+_c = _top_conftest()
+FAST, FAST_CLI, PYTHON, REPO, free_port, run_cli = _c.FAST, _c.FAST_CLI, _c.PYTHON, _c.REPO, _c.free_port, _c.run_cli
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 URI = re.compile(r"runs:/([0-9a-f]{32})/model")
@@ -146,7 +160,9 @@ def test_console_script_and_module_are_the_same_cli():
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["train", "--symbols", "AAPL", "BAD SYM!"], "invalid symbol"),
+        (["train", "--symbols", "AAPL", "BAD!"], "invalid symbol"),
+        (["train", "--symbols", "AA PL"], "outside quotes"),  # one quoted token is one (bad) symbol
+        (["train", "--symbols", ""], "symbol is empty"),
         (["train", "--symbols", "AAPL", "--hp", "foo=1"], "unknown hyperparameter"),
         (["train", "--symbols", "AAPL", "--hp", "learning_rate"], "KEY=VALUE"),
         (["train", "--symbols", "AAPL", "--hp", "n_steps=abc"], "n_steps"),

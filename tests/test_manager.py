@@ -5,6 +5,7 @@ CLI against a dead server are in tests/reliability/.)"""
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
 import signal
@@ -356,3 +357,24 @@ def _artifact_dir_of(client, model_id: str) -> Path:
 
     lm = _get_store(client.tracking_uri).get_logged_model(model_id, allow_deleted=True)
     return Path(lm.artifact_location.replace("file://", ""))
+
+
+def test_csv_training_records_the_file_and_survives_a_move(sqlite_uri: str, tmp_path: Path) -> None:
+    from backtesting.test import GOOG
+
+    path = tmp_path / "goog.csv"
+    GOOG.to_csv(path, index_label="Date")
+    manager = _manager(sqlite_uri)
+    result = manager.get("GOOG", "2006-01-01", "2007-12-31", data_source=f"csv:{path}", progress=False, **FAST)
+    assert result.status == "trained"
+    run = manager.store.client.get_run(result.run_id)
+    tags = run.data.tags
+    assert tags["trainkit.data_source_effective"].startswith("csv:") and "trainkit.fallback_reason" not in tags
+    assert run.data.params["csv_sha256"] == result.config.csv_sha256
+    source = json.loads(run.inputs.dataset_inputs[0].dataset.source)
+    assert "goog.csv" in json.dumps(source)
+    # the hash follows the content, not the location: a moved file is a hit
+    moved = tmp_path / "elsewhere.csv"
+    path.rename(moved)
+    hit = _manager(sqlite_uri).get("GOOG", "2006-01-01", "2007-12-31", data_source=f"csv:{moved}", progress=False, **FAST)
+    assert hit.status == "cached" and hit.run_id == result.run_id

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PYTHON, REPO
-from test_cli import store  # noqa: F401  (fixture: a fresh sqlite store copied from a migrated template)
+from test_cli import PYTHON, REPO, store  # noqa: F401  (fixture: a fresh sqlite store copied from a migrated template)
 
 
 def _lock() -> dict[str, str]:
@@ -130,5 +129,8 @@ def test_mlflow_run_uses_the_project_run(store, tmp_path):  # noqa: F811
     bt_exp = client.get_experiment_by_name("trainkit-backtests").experiment_id
     (bt,) = client.search_runs([bt_exp])
     assert bt.data.tags["trainkit.model_uri"] == uri and bt.data.tags["trainkit.source_run_id"] == model_run.info.run_id
+    (project_bt,) = client.search_runs([other_exp], "tags.`mlflow.project.entryPoint` = 'backtest'")
+    assert project_bt.data.tags["trainkit.backtest_run_id"] == bt.info.run_id
+    assert "config_hash" not in project_bt.data.tags
 
     assert {p.name for p in REPO.iterdir()} == repo_before, "mlflow run wrote into the repository"

@@ -162,6 +162,49 @@ def test_bundle_rebuilds_everything_a_backtest_needs(store_env) -> None:
     assert bundle.config == result.config
     assert bundle.feature_spec["feature_count"] == 21 and len(bundle.feature_spec["scaler"]["mean"]) == 21
     assert bundle.run_id == result.run_id
+    model_id = manager.store.client.get_run(result.run_id).data.tags["trainkit.model_id"]
+    assert bundle.model_id == model_id and bundle.registered_version is None
+    manager.register(result.model_uri, name="trainkit-AAPL-bundle", alias="prod")
+    _model, by_alias = load_bundle("models:/trainkit-AAPL-bundle@prod", store=manager.store)
+    assert (by_alias.model_id, by_alias.registered_version, by_alias.run_id) == (model_id, "trainkit-AAPL-bundle/1", result.run_id)
+
+
+def test_log_run_records_the_model_as_its_input(store_env) -> None:
+    manager, result, root, _uri = store_env
+    model_id = manager.store.client.get_run(result.run_id).data.tags["trainkit.model_id"]
+    (root / "note.txt").write_text("hello")
+    rid = manager.store.log_run(
+        "trainkit-backtests", run_name="AAPL-backtest", params={"a": "1"}, metrics={"m": 0.5},
+        tags={"trainkit.model_uri": result.model_uri}, artifacts={"note.txt": str(root / "note.txt")},
+        input_model_ids=[model_id],
+    )
+    run = manager.store.client.get_run(rid)
+    assert run.info.status == "FINISHED" and run.data.params == {"a": "1"} and run.data.metrics == {"m": 0.5}
+    assert [m.model_id for m in run.inputs.model_inputs] == [model_id]
+    assert [a.path for a in manager.store.client.list_artifacts(rid)] == ["note.txt"]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["runs:/0123456789abcdef0123456789abcdef/model", "models:/m-0123456789abcdef0123456789abcdef",
+     "models:/trainkit-AAPL/3", "models:/trainkit-AAPL@champion", "  models:/x@y  "],
+)
+def test_validate_model_uri_accepts_the_four_shapes(uri: str) -> None:
+    from trainkit.store import validate_model_uri
+
+    assert validate_model_uri(uri) == uri.strip()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["", "s3://b/k", "runs:/abc/model", "runs:/0123456789abcdef0123456789abcdef/policy", "models:/name",
+     "models:/name/v1", "models:/na me@x", "models:/name@1bad", None],
+)
+def test_validate_model_uri_refuses_everything_else(uri) -> None:
+    from trainkit.store import validate_model_uri
+
+    with pytest.raises(ModelURIError, match="invalid|trainkit models live"):
+        validate_model_uri(uri)
 
 
 @pytest.mark.parametrize(

@@ -210,11 +210,14 @@ def expand_multi_value(args: Sequence[str], options: Sequence[str]) -> list[str]
 def _symbols_callback(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> list[str]:
     out: list[str] = []
     for raw in value:
-        for part in raw.replace(",", " ").split():
+        for part in (p.strip() for p in raw.split(",")):
+            if not part and "," in raw:
+                continue  # "AAPL," or "AAPL,,MSFT"
             try:
                 sym = validate_symbol(part)
             except ConfigError as exc:
-                raise click.BadParameter(str(exc)) from None
+                hint = " (separate symbols with spaces outside quotes: --symbols AAPL MSFT)" if " " in part.strip() else ""
+                raise click.BadParameter(str(exc) + hint) from None
             if sym not in out:
                 out.append(sym)
     if not out:
@@ -258,7 +261,7 @@ _HP_HELP = "; ".join(f"{algo}: {', '.join(hp)}" for algo, hp in ALGORITHM_DEFAUL
 
 @cli.command(cls=SymbolsCommand)
 @click.option("--symbols", "-s", multiple=True, required=True, callback=_symbols_callback, metavar="SYM [SYM…]",
-              help="One or more tickers, space-separated after one --symbols (e.g. --symbols AAPL MSFT).")
+              help="One or more tickers after one --symbols, separated by spaces or commas (--symbols AAPL MSFT).")
 @click.option("--train-start", default=_DEFAULT_TRAIN_START, show_default=True, callback=_date_callback, metavar="DATE",
               help="First day of the training window (YYYY-MM-DD).")
 @click.option("--train-end", default=_DEFAULT_TRAIN_END, show_default=True, callback=_date_callback, metavar="DATE",
@@ -329,7 +332,7 @@ def train(settings: Settings, symbols: list[str], train_start: str, train_end: s
 
         def report(row: dict[str, Any]) -> None:
             if row["status"] != "error" and register:
-                row["registered"] = _register_row(manager, row)
+                _register_row(manager, row)
             rows.append(row)
             if not json_mode:
                 _print_train_row(out, row, width)
@@ -344,7 +347,7 @@ def train(settings: Settings, symbols: list[str], train_start: str, train_end: s
         if json_mode:
             order = {s: i for i, s in enumerate(symbols)}
             _emit_json(out, sorted(rows, key=lambda r: order[r["symbol"]]))
-    failures = [r for r in rows if r["status"] == "error"]
+    failures = [r for r in rows if "exit_code" in r]
     if failures:
         raise click.exceptions.Exit(max(r["exit_code"] for r in failures))
 
@@ -403,23 +406,23 @@ def _train_row(manager: Any, request: dict[str, Any], *, progress: Any, project_
     }
 
 
-def _register_row(manager: Any, row: dict[str, Any]) -> str | None:
+def _register_row(manager: Any, row: dict[str, Any]) -> None:
+    """``--register``: adds ``registered`` ("name/version") to the row, or the error (the model
+    itself is fine and stays cached; the command exits 1)."""
     try:
         name, version = manager.register(row["model_uri"])
     except TrainkitError as exc:
         log.error("%s: could not register %s: %s", row["symbol"], row["model_uri"], _one_line(exc))
-        row["status"], row["error"], row["exit_code"] = "error", f"registration failed: {_one_line(exc)}", exc.exit_code
-        return None
-    return f"{name}/{version}"
+        row.update(registered=None, error=f"registration failed: {_one_line(exc)}", exit_code=exc.exit_code)
+        return
+    row["registered"] = f"{name}/{version}"
 
 
 def _print_train_row(out: Any, row: dict[str, Any], width: int) -> None:
-    if row["status"] == "error" and "model_uri" not in row:
+    if row["status"] == "error":
         sys.stderr.write(f"error: {row['symbol']}: {row['error']}\n")
         return
     status = STATUS_TEXT.get(row["status"], row["status"])
-    if row["status"] == "error":  # trained, but registration failed (already logged)
-        status = STATUS_TEXT.get("trained")
     line = f"{row['symbol']:<{width}}  {status:<22}  {row['model_uri']}  {row['seconds']:.1f}s"
     if row.get("registered"):
         line += f"  registered {row['registered']}"
@@ -653,7 +656,7 @@ def clear(settings: Settings, symbol: str | None, older_than: str | None, config
             _emit_json(out, doc)
         else:
             out.write(f"{'purged' if purge else 'deleted'} {len(remove)} model(s)"
-                      + ("" if purge else " (restorable in MLflow until purged: trainkit clear --purge / mlflow gc)") + "\n")
+                      + ("" if purge else " (soft-deleted: restorable in MLflow until `mlflow gc` removes them)") + "\n")
 
 
 class _Refused(click.UsageError):
@@ -693,6 +696,12 @@ def backtest(settings: Settings, model_uri: str, start: str, end: str, data_sour
         from trainkit.backtest import run_backtest
 
         result = run_backtest(model_uri, start, end, data_source=data_source, tracking_uri=settings.tracking_uri)
+        project_run_id = os.environ.get("MLFLOW_RUN_ID")
+        if project_run_id and result.run_id:  # under `mlflow run -e backtest`: say where the result is
+            settings.manager().store.tag_run(project_run_id, {
+                "trainkit.backtest_run_id": result.run_id, "trainkit.model_uri": model_uri,
+                "trainkit.source_run_id": result.source_run_id, "trainkit.symbol": result.symbol,
+            })
         if json_mode:
             _emit_json(out, result.to_dict())
             return
@@ -776,8 +785,31 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point (``trainkit``) and ``python -m trainkit``."""
-    sys.exit(run(argv))
+    """Console-script entry point (``trainkit``) and ``python -m trainkit``: run, then exit
+    without tearing down the interpreter (see :func:`_exit_now`). Call :func:`run` to stay
+    in-process."""
+    _exit_now(run(argv))
+
+
+def _exit_now(code: int) -> None:
+    """Exit as soon as the work is done. A normal exit spends 1-3 s unloading the thousands
+    of modules torch, stable-baselines3 and MLflow bring in, after the result was printed.
+    Everything a normal exit does that matters still happens here, in the same order:
+    non-daemon threads are joined, atexit handlers run (MLflow's flushes, logging.shutdown),
+    stdout and stderr are flushed; only the module teardown is skipped."""
+    import atexit
+    import threading
+
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon:
+            t.join()
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -143,8 +143,15 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return str(value)
     except (TypeError, ValueError):
         pass
-    kind = "list of positive integers (e.g. 64,64)" if isinstance(default, list) else type(default).__name__
-    raise ConfigError(f"hyperparameter {name}={value!r} is not a valid {kind}")
+    if isinstance(default, list):
+        hint = "a list of positive integers such as 64,64"
+    elif isinstance(default, bool):
+        hint = "true or false"
+    elif isinstance(default, int):
+        hint = f"a whole number such as {default}"
+    else:
+        hint = f"a number such as {default}"
+    raise ConfigError(f"hyperparameter {name}={value!r} is not valid: use {hint} (default {default})")
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,14 @@ class TrainkitPolicy(PythonModel):
         if algo not in _ALGOS:
             raise mlflow.exceptions.MlflowException(f"unknown trainkit algorithm {algo!r}")
         cls = getattr(sb3, algo.upper())
-        self.model = cls.load(policy_path, device="cpu")
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # rebuilding the policy is many tiny ops: threads only contend
+        try:
+            self.model = cls.load(policy_path, device="cpu")
+        finally:
+            torch.set_num_threads(threads)
         self.obs_dim = int(self.model.observation_space.shape[0])
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema

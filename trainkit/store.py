@@ -223,6 +223,42 @@ class _StoreErrors(contextlib.AbstractContextManager):
         return False
 
 
+def validate_model_uri(uri: Any) -> str:
+    """The URI, stripped, if it has one of the shapes trainkit loads — ``runs:/<run_id>/model``,
+    ``models:/m-<id>``, ``models:/<name>/<version>``, ``models:/<name>@<alias>`` — else
+    :class:`ModelURIError` saying which shapes work. No I/O (validate before touching a store)."""
+    text = (uri if isinstance(uri, str) else "").strip()
+    m_runs = re.fullmatch(r"runs:/([^/]+)/(.+)", text)
+    if m_runs:
+        run_id, path = m_runs.group(1), m_runs.group(2).strip("/")
+        if not _RUN_ID.match(run_id):
+            raise ModelURIError(f"invalid run id {run_id!r} in {text!r}: a run id is 32 hex characters")
+        if path != MODEL_NAME:
+            raise ModelURIError(f"trainkit models live at runs:/<run_id>/{MODEL_NAME}, not {path!r}")
+        return text
+    m_models = re.fullmatch(r"models:/(.+)", text)
+    if m_models:
+        rest = m_models.group(1)
+        if _MODEL_ID.match(rest):
+            return text
+        if "@" in rest:
+            name, alias = rest.rsplit("@", 1)
+            if _REG_NAME.match(name) and _ALIAS.match(alias):
+                return text
+            raise ModelURIError(f"invalid model URI {text!r}: expected models:/<name>@<alias>")
+        if "/" in rest:
+            name, version = rest.rsplit("/", 1)
+            if _REG_NAME.match(name) and version.isdigit():
+                return text
+            raise ModelURIError(f"invalid model URI {text!r}: expected models:/<name>/<version number>")
+        raise ModelURIError(
+            f"invalid model URI {text!r}: name a version (models:/{rest}/1) or an alias (models:/{rest}@champion)"
+        )
+    raise ModelURIError(
+        f"invalid model URI {text!r}: use runs:/<run_id>/model, models:/m-<id>, models:/<name>/<version> or models:/<name>@<alias>"
+    )
+
+
 @contextlib.contextmanager
 def _not_found_as(uri: str) -> Iterator[None]:
     """MLflow's "does not exist" (a run, a logged model, a registered name or alias) →
@@ -839,20 +875,18 @@ class ModelStore:
     def resolve(self, uri: str, run: Any = None) -> tuple[Any, Any]:
         """``(logged_model, source_run)`` behind any supported model URI. ``run``: the run a
         ``runs:/`` URI names, when the caller already holds it (skips one lookup)."""
-        uri = (uri or "").strip()
+        lm, run, _version = self._resolve(uri, run)
+        return lm, run
+
+    def _resolve(self, uri: str, run: Any = None) -> tuple[Any, Any, str | None]:
+        """``(logged_model, source_run, "name/version" or None)``."""
+        uri = validate_model_uri(uri)
         m_runs = re.fullmatch(r"runs:/([^/]+)/(.+)", uri)
         m_models = re.fullmatch(r"models:/(.+)", uri)
-        if not (m_runs or m_models):
-            raise ModelURIError(
-                f"invalid model URI {uri!r}: use runs:/<run_id>/model, models:/m-<id>, models:/<name>/<version> or models:/<name>@<alias>"
-            )
+        version_label: str | None = None
         with self.errors(f"resolving {uri}"), _not_found_as(uri):
             if m_runs:
-                run_id, path = m_runs.group(1), m_runs.group(2).strip("/")
-                if not _RUN_ID.match(run_id):
-                    raise ModelURIError(f"invalid run id {run_id!r} in {uri!r}: a run id is 32 hex characters")
-                if path != MODEL_NAME:
-                    raise ModelURIError(f"trainkit models live at runs:/<run_id>/{MODEL_NAME}, not {path!r}")
+                run_id = m_runs.group(1)
                 if run is None or run.info.run_id != run_id:
                     run = self.client.get_run(run_id)
                 model_id = run.data.tags.get(TAG_MODEL_ID)
@@ -868,6 +902,7 @@ class ModelStore:
                     lm = self.client.get_logged_model(rest)
                 else:
                     mv = self._model_version(rest, uri)
+                    version_label = f"{mv.name}/{mv.version}"
                     src = mv.source or ""
                     mid = getattr(mv, "model_id", None) or (src.split("/", 1)[1] if src.startswith("models:/") else None)
                     if not mid:
@@ -878,7 +913,7 @@ class ModelStore:
                 run = self.client.get_run(lm.source_run_id)
         if run.info.lifecycle_stage == "deleted" or str(getattr(lm.status, "name", lm.status)) == "DELETED":
             raise ModelNotFoundError(f"the model at {uri} was deleted (trainkit clear); restore the run or train again")
-        return lm, run
+        return lm, run, version_label
 
     def _model_version(self, rest: str, uri: str) -> Any:
         if "@" in rest:
@@ -898,7 +933,11 @@ class ModelStore:
         ``uri`` into ``dst`` and verify the zip's sha256 against the run's tag *before*
         anyone deserialises it. Returns ``({name: local path}, source run)``. ``run``: the
         source run when the caller already has it (a cache hit found it), saving a round trip."""
-        lm, run = self.resolve(uri, run=run)
+        paths, run, _lm, _version = self._fetch(uri, dst, run)
+        return paths, run
+
+    def _fetch(self, uri: str, dst: str, run: Any = None) -> tuple[dict[str, str], Any, Any, str | None]:
+        lm, run, version_label = self._resolve(uri, run=run)
         expected = run.data.tags.get(TAG_MODEL_SHA)
         if not expected:
             raise IntegrityError(f"run {run.info.run_id} records no {TAG_MODEL_SHA}: refusing to load an unverifiable model")
@@ -930,7 +969,7 @@ class ModelStore:
             raise IntegrityError(
                 f"model {uri} failed verification: policy.zip sha256 {actual[:12]}… != recorded {expected[:12]}… (corrupt or altered)"
             )
-        return paths, run
+        return paths, run, lm, version_label
 
     # ---- list / clear
     def registered_index(self) -> dict[str, list[str]]:
@@ -1070,14 +1109,21 @@ class ModelStore:
         metrics: dict[str, float],
         tags: dict[str, str],
         artifacts: dict[str, str] | None = None,
+        input_model_ids: Sequence[str] | None = None,
     ) -> str:
-        """Log a complete, FINISHED run (used for backtests). Returns its run id."""
+        """Log a complete, FINISHED run (used for backtests). Returns its run id.
+        ``input_model_ids``: LoggedModels the run used, logged as its inputs (MLflow 3 lineage:
+        the UI shows the model on the run and the run on the model)."""
         exp_id = self._get_or_create_experiment(experiment_name)
         with self.errors("logging a run"):
             run = self.client.create_run(exp_id, run_name=run_name, tags=tags)
             rid = run.info.run_id
             try:
                 self.client.log_batch(rid, params=_params(params), metrics=_metrics(metrics))
+                if input_model_ids:
+                    from mlflow.entities import LoggedModelInput
+
+                    self.client.log_inputs(rid, models=[LoggedModelInput(m) for m in input_model_ids])
                 for path in (artifacts or {}).values():
                     self.client.log_artifact(rid, path)
             except BaseException:
@@ -1121,6 +1167,8 @@ class ModelBundle:
     feature_spec: dict[str, Any]
     run_id: str
     model_uri: str
+    model_id: str | None = None  # the LoggedModel (models:/m-…) the URI resolved to
+    registered_version: str | None = None  # "name/version" when the URI named a registered model
 
 
 def load_bundle(
@@ -1132,16 +1180,36 @@ def load_bundle(
 
     store = store or default_store(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="trainkit-load-") as tmp:
-        paths, run = store.fetch_model_files(uri, tmp, run=run)
+        paths, run, lm, version_label = store._fetch(uri, tmp, run=run)
         with open(paths["config.json"]) as fh:
             raw = json.load(fh)
         with open(paths["feature_spec.json"]) as fh:
             spec = json.load(fh)
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         config = TrainConfig.from_dict({k: v for k, v in raw.items() if k in fields})
-        model = load_sb3(paths["policy.zip"], config.algo)
-    bundle = ModelBundle(model=model, config=config, feature_spec=spec, run_id=run.info.run_id, model_uri=uri)
+        with _one_torch_thread():
+            model = load_sb3(paths["policy.zip"], config.algo)
+    bundle = ModelBundle(
+        model=model, config=config, feature_spec=spec, run_id=run.info.run_id, model_uri=uri,
+        model_id=lm.model_id, registered_version=version_label,
+    )
     return model, bundle
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """SB3 rebuilds (and orthogonally initialises) the policy before loading its weights;
+    with several torch threads on a busy machine those tiny QR decompositions wait on each
+    other (measured: ~550 ms median vs ~18 ms with one thread on 2 loaded cores). A cache
+    hit must not pay that."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- small helpers

@@ -4,6 +4,7 @@ next request trains and serves the model, the dead run ends FAILED, other models
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from rel_support import (
     PYTHON,
+    Result,
     WINDOW_CLI,
     child_env,
     cli,
@@ -114,3 +116,46 @@ def test_sigkill_mid_training_then_the_next_request_trains(sqlite_uri: str, tmp_
     assert found is not None and found.run_id == keep.run_id
     print(f"killed claim {claim_id[:8]} mid-training ({progress[-1].strip() if progress else 'no progress line'}); "
           f"recovered in {recovery.seconds:.1f}s ({since_kill:.1f}s after the kill), dead run FAILED")
+
+
+@pytest.mark.slow
+def test_frozen_trainer_that_resumes_after_a_takeover_publishes_nothing(sqlite_uri: str, tmp_path: Path) -> None:
+    """Decision 6: a trainer that stalls (SIGSTOP) long enough to be judged dead is taken over;
+    when it resumes it must notice and publish nothing of its own — one FINISHED model, and
+    both processes answer with the taker's URI."""
+    import signal
+
+    h = config_hash("FRZ", timesteps=STEPS)
+    argv = ["train", "--symbols", "FRZ", *WINDOW_CLI, "--data-source", "synthetic", *fast_cli(STEPS), "--json"]
+    env = {**STALE, "MLFLOW_TRACKING_URI": sqlite_uri}
+    client(sqlite_uri).create_experiment("trainkit")  # so the poll below has an experiment to search
+    out, err = tmp_path / "frozen.out", tmp_path / "frozen.err"
+    frozen = subprocess.Popen([PYTHON, "-m", "trainkit", *argv], env=child_env(env), cwd=tmp_path,
+                              stdout=open(out, "w"), stderr=open(err, "w"), stdin=subprocess.DEVNULL)
+    try:
+        claim = _wait_for_training_claim(sqlite_uri, h, frozen)
+        os.kill(frozen.pid, signal.SIGSTOP)
+        taker = cli(*argv, env=env, cwd=tmp_path)  # waits out the silent heartbeat, takes over, trains
+    finally:
+        if frozen.poll() is None:
+            os.kill(frozen.pid, signal.SIGCONT)
+    frozen.wait(timeout=180)
+    assert taker.rc == 0, str(taker)
+    [taken] = json.loads(taker.out)
+    assert taken["status"] == "trained" and taken["run_id"] != claim.info.run_id, taken
+
+    resumed = Result_of(frozen, out, err)
+    assert resumed.rc == 0 and "Traceback" not in resumed.err, str(resumed)
+    assert "taken over" in resumed.err, f"the resumed trainer did not notice the takeover\n{resumed}"
+    [row] = json.loads(resumed.out)
+    assert row["model_uri"] == taken["model_uri"], f"the resumed trainer served its own model: {row}"
+    served = finished_with_hash(sqlite_uri, h)
+    assert [r.info.run_id for r in served] == [taken["run_id"]], describe(served)
+    assert client(sqlite_uri).get_run(claim.info.run_id).info.status == "FAILED"
+    assert not running(sqlite_uri), describe(running(sqlite_uri))
+    print(f"frozen claim {claim.info.run_id[:8]} taken over by {taken['run_id'][:8]}; the resumed trainer "
+          f"answered {row['status']} with the taker's URI")
+
+
+def Result_of(proc: subprocess.Popen, out: Path, err: Path) -> Result:  # noqa: N802
+    return Result(list(proc.args[3:]), proc.returncode, out.read_text(), err.read_text(), float("nan"))  # type: ignore[index]
