@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,6 +356,25 @@ def test_list_register_clear(cli, store):
     assert res.code == 0, res.err
     assert res.json["deleted"] is True and [m["symbol"] for m in res.json["removed"]] == ["AAPL"]
     assert [m["symbol"] for m in cli("list", "--json").json] == ["MSFT"]
+
+
+def test_clear_asks_on_a_terminal(cli, store):
+    import pty
+
+    run_id = cli("train", "--symbols", "AAPL", "--data-source", "synthetic", "--json", *FAST_CLI).json[0]["run_id"]
+    master, slave = pty.openpty()  # stdin is a terminal: clear shows the plan and asks
+    proc = subprocess.Popen([PYTHON, "-m", "trainkit", "clear", "--symbol", "AAPL"], stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    try:
+        os.write(master, b"y\n")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, err
+    assert "Delete 1 model(s)? [y/N]" in err
+    assert run_id in out and "deleted 1 model(s)" in out
+    assert cli("list", "--json").json == []
 
 
 # ----------------------------------------------------------------------------- real processes

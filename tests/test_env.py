@@ -32,6 +32,8 @@ def _episode(env: TradingEnv, actions: list[int], seed: int | None = None) -> li
     return out
 
 
+# the observation bounds are deliberately infinite: the env takes whatever features it is given
+@pytest.mark.filterwarnings("ignore:.*Box observation space (minimum|maximum) value is:UserWarning")
 @pytest.mark.parametrize("allow_short", [True, False])
 def test_passes_gymnasium_and_sb3_env_checkers(allow_short: bool) -> None:
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -191,8 +193,10 @@ def test_earlier_observations_are_never_overwritten() -> None:
     env.step(2)
     for o, s in zip(seen, snapshot):
         np.testing.assert_array_equal(o, s)
-    with pytest.raises(ValueError):
-        seen[-1][0] = 1.0  # read-only: a caller cannot corrupt the env's table
+    # a caller writing into an observation it was given does not corrupt the env's table
+    seen[0][:] = 99.0
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs, snapshot[0])
 
 
 @pytest.mark.parametrize("bad", [3, -1, 1.5, "long", None, np.array([0, 1])])

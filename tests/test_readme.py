@@ -77,14 +77,14 @@ def test_every_block_is_run_or_names_the_test_that_covers_it():
         assert any(snippet in b for b in runnable("bash") + runnable("python")), snippet[:60]
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
+def _env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(PYTHON).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 @pytest.mark.slow
 def test_bash_blocks(store, tmp_path):  # noqa: F811
     script = BASH_PREAMBLE + "\n".join(f"echo '### block {i}'\n{b}" for i, b in enumerate(runnable("bash")))
-    p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, env=_env(tmp_path),
+    p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, env=_env(),
                        timeout=600)
     assert p.returncode == 0, f"stdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
     out = p.stdout
@@ -104,7 +104,7 @@ def test_bash_blocks(store, tmp_path):  # noqa: F811
 def test_python_blocks(store, tmp_path):  # noqa: F811
     code = "\n".join(b.replace(PY_TIMESTEPS, PY_FAST) for b in runnable("python"))
     assert code.count("n_epochs=1") == 3, "the README's Python must pass timesteps=100000 where it trains or hashes"
-    p = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=_env(tmp_path),
+    p = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=_env(),
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     # the list loop printed the model, the UI filter found its run, and predict gave 3 actions

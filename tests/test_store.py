@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST
 
 import trainkit
 from trainkit.errors import (
@@ -28,6 +27,10 @@ from trainkit.errors import (
     StoreError,
     TrackingServerUnreachable,
 )
+
+#: small, real training settings — the same as tests/conftest.py's FAST (not imported from there:
+#: with tests/reliability/conftest.py present, the bare name ``conftest`` is ambiguous)
+FAST = dict(timesteps=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1)
 
 WINDOW = ("AAPL", "2020-01-01", "2021-12-31")
 

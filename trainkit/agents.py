@@ -59,7 +59,10 @@ ALGORITHMS: tuple[str, ...] = tuple(ALGORITHM_DEFAULTS)
 assert set(ALGORITHMS) == set(_CLASSES), "agents._CLASSES and hyperparams.ALGORITHM_DEFAULTS disagree"
 
 #: Hyperparameters trainkit consumes itself; every other key is a keyword of the SB3 class.
-_TRAINKIT_KEYS = ("n_envs", "net_arch")
+_TRAINKIT_KEYS = ("n_envs", "net_arch", "activation")
+
+#: ``activation`` hyperparameter -> torch module class of the hidden layers.
+_ACTIVATIONS: dict[str, type[torch.nn.Module]] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 #: On-policy algorithms log (and stream metrics) about once per this many timesteps.
 _LOG_EVERY_STEPS = 4096
@@ -83,7 +86,7 @@ class TradingVecEnv(VecEnv):
     tables instead of ``n_envs`` Python calls plus a ``deepcopy`` of every info dict.
     """
 
-    def __init__(self, env: TradingEnv, n_envs: int, obs_noise: float = 0.0) -> None:
+    def __init__(self, env: TradingEnv, n_envs: int) -> None:
         if n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
         self.env = env  # before VecEnv.__init__, which asks it for render_mode
@@ -97,15 +100,6 @@ class TradingVecEnv(VecEnv):
         self._pos = np.full(n_envs, env.flat_action, dtype=np.int64)
         self._rngs: list[np.random.Generator | None] = [None] * n_envs
         self._actions = np.zeros(n_envs, dtype=np.int64)
-        self._idx = np.arange(n_envs)
-        self.obs_noise = float(obs_noise)
-        self._noise_rng = np.random.default_rng(0)
-        self._n_feat = env.n_features
-
-    def _noisy(self, obs: np.ndarray) -> np.ndarray:
-        if self.obs_noise > 0:
-            obs[:, : self._n_feat] += self._noise_rng.normal(0.0, self.obs_noise, (obs.shape[0], self._n_feat)).astype(np.float32)
-        return obs
 
     def _start_episode(self, i: int) -> int:
         seed = self._seeds[i]
@@ -123,7 +117,7 @@ class TradingVecEnv(VecEnv):
             self._start_episode(i)
         self._reset_seeds()
         self._reset_options()
-        return self._noisy(self._obs[self._pos, self._t])
+        return self._obs[self._pos, self._t]
 
     def step_async(self, actions: np.ndarray) -> None:
         acts = np.asarray(actions).reshape(-1)
@@ -152,7 +146,7 @@ class TradingVecEnv(VecEnv):
                 obs[i] = self._obs[self.env.flat_action, self._start_episode(i)]
             self._reset_seeds()
             self._reset_options()
-        return self._noisy(obs), rewards, dones, infos
+        return obs, rewards, dones, infos
 
     def close(self) -> None:
         pass
@@ -180,8 +174,7 @@ def make_vec_env(fs: Any, *, n_envs: int, cost_bps: float, allow_short: bool, ep
     env = TradingEnv.from_features(
         fs, cost_bps=cost_bps, allow_short=allow_short, episode_length=episode_length, random_start=True
     )
-    import os
-    return VecMonitor(TradingVecEnv(env, n_envs, float(os.environ.get("TK_NOISE", "0"))))
+    return VecMonitor(TradingVecEnv(env, n_envs))
 
 
 # ---------------------------------------------------------------------------- metrics and callbacks
@@ -314,6 +307,9 @@ def build_model(config: TrainConfig, fs: Any) -> BaseAlgorithm:
     hp = dict(config.hyperparams)
     n_envs = int(hp.get("n_envs", 1))
     net_arch = [int(x) for x in hp.get("net_arch", [64, 64])]
+    activation = str(hp.get("activation", "tanh")).lower()
+    if activation not in _ACTIVATIONS:
+        raise ConfigError(f"unknown activation {activation!r}: choose one of {', '.join(_ACTIVATIONS)}")
     kwargs = {k: v for k, v in hp.items() if k not in _TRAINKIT_KEYS}
     venv = make_vec_env(
         fs, n_envs=n_envs, cost_bps=config.cost_bps, allow_short=config.allow_short,
@@ -322,7 +318,7 @@ def build_model(config: TrainConfig, fs: Any) -> BaseAlgorithm:
     return _CLASSES[algo](
         "MlpPolicy",
         venv,
-        policy_kwargs={"net_arch": net_arch},
+        policy_kwargs={"net_arch": net_arch, "activation_fn": _ACTIVATIONS[activation]},
         seed=int(config.seed),
         device="cpu",
         verbose=0,

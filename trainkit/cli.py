@@ -259,7 +259,7 @@ def _date_callback(ctx: click.Context, param: click.Parameter, value: str | None
 _HP_HELP = "; ".join(f"{algo}: {', '.join(hp)}" for algo, hp in ALGORITHM_DEFAULTS.items())
 
 
-@cli.command(cls=SymbolsCommand)
+@cli.command(cls=SymbolsCommand, short_help="Train, or fetch from the cache, one model per symbol.")
 @click.option("--symbols", "-s", multiple=True, required=True, callback=_symbols_callback, metavar="SYM [SYM…]",
               help="One or more tickers after one --symbols, separated by spaces or commas (--symbols AAPL MSFT).")
 @click.option("--train-start", default=_DEFAULT_TRAIN_START, show_default=True, callback=_date_callback, metavar="DATE",
@@ -496,7 +496,7 @@ def _stop_pool(pool: Any, grace: float = 10.0) -> None:
 
 
 # ----------------------------------------------------------------------------- list
-@cli.command("list")
+@cli.command("list", short_help="List cached models and trainings in progress.")
 @click.option("--symbol", "-s", default=None, metavar="SYM", help="Only this symbol.")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON document (a list of rows) on stdout.")
 @click.pass_obj
@@ -540,7 +540,12 @@ def _print_rich(out: Any, renderable: Any) -> None:
     from rich.console import Console
 
     if hasattr(out, "isatty") and out.isatty():
-        Console(file=out, soft_wrap=False, highlight=False).print(renderable)
+        # never squeeze a table into a narrow terminal (rich would cut ids and drop columns):
+        # print it at its natural width and let the terminal wrap long rows
+        console = Console(file=out, soft_wrap=False, highlight=False)
+        natural = console.measure(renderable, options=console.options.update_width(1000)).maximum
+        console.width = max(console.width, natural)
+        console.print(renderable)
         return
     buf = io.StringIO()
     Console(file=buf, width=250, soft_wrap=False, highlight=False, color_system=None).print(renderable)
@@ -555,7 +560,7 @@ def _print_models(out: Any, models: Sequence[Any], title: str | None, extra: dic
         out.write(title + "\n")
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name in ("symbol", "algo", "window", "timesteps", "features", "source", "status", "hash", "created (UTC)", "run id"):
-        table.add_column(name, no_wrap=name in ("run id", "window", "hash", "created (UTC)", "source"))
+        table.add_column(name, no_wrap=True)
     if extra is not None:
         table.add_column("kept because")
     for m in models:
@@ -593,7 +598,7 @@ def _hash_callback(ctx: click.Context, param: click.Parameter, value: str | None
     return v
 
 
-@cli.command()
+@cli.command(short_help="Remove cached models (shows them and asks first).")
 @click.option("--symbol", "-s", default=None, metavar="SYM", help="Only models of this symbol.")
 @click.option("--older-than", default=None, callback=_older_than_callback, metavar="DATE|DURATION",
               help="Only models created before a date (2022-01-01) or longer ago than a duration (30d, 12h, 2w).")
@@ -678,7 +683,7 @@ def _model_uri_callback(ctx: click.Context, param: click.Parameter, value: str) 
     return v
 
 
-@cli.command()
+@cli.command(short_help="Backtest a model over a window, against buy-and-hold.")
 @click.option("--model-uri", required=True, callback=_model_uri_callback, metavar="URI",
               help="runs:/<run_id>/model, models:/m-<id>, models:/<name>/<version> or models:/<name>@<alias>.")
 @click.option("--start", required=True, callback=_date_callback, metavar="DATE", help="First day of the test window.")
@@ -728,7 +733,7 @@ def _print_backtest(out: Any, model_uri: str, start: str, end: str, result: Any)
 
 
 # ----------------------------------------------------------------------------- register
-@cli.command()
+@cli.command(short_help="Register a model in the MLflow Model Registry.")
 @click.option("--model-uri", required=True, callback=_model_uri_callback, metavar="URI", help="The model to register.")
 @click.option("--name", default=None, metavar="NAME", help="Registered model name [default: trainkit-<SYMBOL>].")
 @click.option("--alias", default=None, metavar="ALIAS", help="Also point this alias (e.g. champion) at the new version.")

@@ -27,11 +27,13 @@ were prepared once in ``__init__``:
 * **info** of every step: ``{"position": float, "day": int}``; ``day`` is the row of the
   feature matrix the step was decided on.
 
-Observations are read-only views into a precomputed table ``[n_positions, T, F + 1]`` (the
-feature rows with every possible position appended): stepping allocates no array, and an
-observation handed out earlier is never overwritten by a later step or reset — vectorised
-wrappers keep the terminal observation of a truncated episode while the env resets. Copy an
-observation before writing to it (SB3's vectorised envs copy it anyway).
+Observations come from a table ``[n_positions, T, F + 1]`` built once (the feature rows with
+every possible position appended); a step is a few list lookups and one small copy (gymnasium's
+checker requires fresh observation data on every call, and vectorised wrappers keep the terminal
+observation of a truncated episode while the env resets). Rewards come from a precomputed
+``[T - 1, previous action, new action]`` table. :attr:`TradingEnv.obs_table` and
+:attr:`TradingEnv.reward_table` are exposed (read-only) for vectorised forms of this env
+(:class:`trainkit.agents.TradingVecEnv`).
 """
 
 from __future__ import annotations
@@ -114,7 +116,10 @@ class TradingEnv(gymnasium.Env):
         table[:, :, :n_feat] = feats[None]
         table[:, :, n_feat] = levels[:, None]
         table.flags.writeable = False
-        self._obs_table = table
+        self.obs_table = self._obs_table = table
+        # one read-only view per (position, day): a list lookup plus a copy is the cheapest way
+        # to hand out a fresh observation (gymnasium requires new data on every call)
+        self._rows = [[table[p, t] for t in range(n_days)] for p in range(n_pos)]
 
         # reward table [T-1, n_pos(previous), n_pos(new)], as nested lists of Python floats:
         # list indexing is the cheapest lookup there is from Python.
@@ -124,7 +129,6 @@ class TradingEnv(gymnasium.Env):
         self._rewards = rew.tolist()
         self.reward_table = rew  # [T-1, previous action, new action], for vectorised stepping
         self.reward_table.flags.writeable = False
-        self.obs_table = table
         self.log_returns = log_ret
         self.closes = px
 
@@ -163,7 +167,7 @@ class TradingEnv(gymnasium.Env):
         self._pos = a
         self._t = t + 1
         return (
-            self._obs_table[a, t + 1].copy(),
+            self._rows[a][t + 1].copy(),
             reward,
             False,
             t + 1 >= self._end,

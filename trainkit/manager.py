@@ -8,7 +8,6 @@ served. Training is a pure function of the config, so a hash always means the sa
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 import tempfile
@@ -127,10 +126,13 @@ class TrainingManager:
         config = TrainConfig.create(symbol, train_start, train_end, feature_count, data_source, timesteps, **options)
 
         if not force:
-            served = self._serve_cached(config, t0)
+            served = self._serve_cached(config, t0, no_fallback)
             if served is not None:
                 self._record_project_run(project_run_id, served)
                 return served
+            superseded: frozenset[str] = frozenset()
+        else:  # force: none of the models that exist now may answer (clock-free, unlike a time cut)
+            superseded = frozenset(rec.run_id for rec, _run in self._candidates(config))
 
         # A miss. Data and features first: a bad window or a broken CSV must fail before any
         # run is created, and they are cheap next to training.
@@ -144,8 +146,11 @@ class TrainingManager:
         features = build_features(fetch.frame, config.feature_count, start=config.start_date, end=config.end_date)
         provenance = DataProvenance(fetch.requested_source, fetch.effective_source, fetch.fallback_reason, fetch.digest)
 
-        requested_at = int(time.time() * 1000)
-        accept = _accept_for(config, force, requested_at, fetch.fallback_reason is None)
+        accept = _accept_for(config, superseded, fetch.fallback_reason is None, no_fallback)
+        # torch and SB3 load now, not while holding a claim: a Ctrl-C during that import must
+        # not leave a RUNNING claim behind, and the claim is held for less time
+        import trainkit.agents  # noqa: F401
+
         use_project_run = project_run_id if project_run_id and self._can_train_into(project_run_id) else None
         while True:
             got = self.store.acquire(config, provenance, project_run_id=use_project_run, on_wait=on_wait, accept=accept)
@@ -169,8 +174,10 @@ class TrainingManager:
             return result
 
     # ------------------------------------------------------------------ internals
-    def _serve_cached(self, config: TrainConfig, t0: float) -> ModelResult | None:
+    def _serve_cached(self, config: TrainConfig, t0: float, no_fallback: bool = False) -> ModelResult | None:
         for rec, run in self._candidates(config):
+            if rec.fell_back and no_fallback:
+                continue  # "fail rather than use synthetic data": a synthetic-trained model does not answer
             if rec.fell_back and config.data_source_kind == "yfinance" and self._source_answers(config):
                 log.warning(
                     "%s: the cached model was trained on synthetic fallback data and %s answers again: retraining",
@@ -220,11 +227,11 @@ class TrainingManager:
 
     def _train(self, config: TrainConfig, claim: Claim, fetch: Any, features: Any, provenance: DataProvenance,
                progress: Any, t0: float) -> ModelResult:
-        from trainkit.agents import save_sb3, train
-
         # a fallback was already announced by the data layer (one warning per symbol, not two)
-        sink = MlflowMetricsSink(self.store.client, claim.run_id)
-        try:
+        try:  # everything from here on releases the claim on any exit, Ctrl-C included
+            from trainkit.agents import save_sb3, train
+
+            sink = MlflowMetricsSink(self.store.client, claim.run_id)
             t_train = time.perf_counter()
             model = train(config, features, progress=progress, metrics_sink=sink, should_stop=claim.should_stop)
             train_seconds = time.perf_counter() - t_train
@@ -347,12 +354,17 @@ class TrainingManager:
         return self.store.register(model_uri, name, alias)
 
 
-def _accept_for(config: TrainConfig, force: bool, requested_at_ms: int, source_ok: bool) -> Any:
-    """Which FINISHED runs may answer a request that is about to train."""
+def _accept_for(config: TrainConfig, superseded: frozenset[str], source_ok: bool, no_fallback: bool = False) -> Any:
+    """Which FINISHED runs may answer a request that is about to train: not one a forced
+    request set out to replace (``superseded``; a model another trainer finishes while we
+    wait does answer), and not a fallback model when the requested source delivered or the
+    caller refused fallback data."""
 
     def accept(rec: CachedModel) -> bool:
-        if force and _dt.datetime.fromisoformat(rec.created).timestamp() * 1000 < requested_at_ms - 1000:
-            return False  # force: only a model trained after we asked
+        if rec.run_id in superseded:
+            return False
+        if no_fallback and rec.fell_back:
+            return False
         if source_ok and rec.fell_back and config.data_source_kind == "yfinance":
             return False  # we have the real data: a fallback model does not answer
         return True

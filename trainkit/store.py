@@ -569,7 +569,8 @@ class ModelStore:
         with self.errors(f"opening experiment {name!r}"):
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
-                if exp.lifecycle_stage != "active":
+                if exp.lifecycle_stage != "active":  # MLflow keeps the name reserved: bring it back
+                    log.warning("experiment %r was deleted in MLflow; restoring it to keep trainkit's cache there", name)
                     self.client.restore_experiment(exp.experiment_id)
                 return exp.experiment_id
             try:

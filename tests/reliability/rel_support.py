@@ -72,7 +72,7 @@ def isolated_env(root: Path, uri: str) -> dict[str, str]:
             "MLFLOW_ENABLE_ASYNC_LOGGING": "false", "MLFLOW_TRACKING_URI": uri}
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None, timeout: float = 180) -> Result:
+def cli(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None, timeout: float = 120) -> Result:
     """``python -m trainkit *args`` as a real subprocess, timed."""
     t0 = time.monotonic()
     proc = subprocess.run([PYTHON, "-m", "trainkit", *args], capture_output=True, text=True,
@@ -213,13 +213,14 @@ def policy_zip_path(uri: str, run: Any) -> Path:
 
 # ----------------------------------------------------------------------------- configs
 def config_hash(symbol: str, *, data_source: str = "synthetic", timesteps: int | None = None, **options: Any) -> str:
-    """The hash the CLI computes for ``train --symbols SYMBOL --data-source … FAST_CLI``."""
+    """The hash the CLI computes for ``train --symbols SYMBOL --data-source … fast_cli(timesteps)``."""
     from trainkit.config import TrainConfig
 
-    fast = dict(FAST)
-    steps = fast.pop("timesteps") if timesteps is None else timesteps
-    fast.pop("timesteps", None)
-    return TrainConfig.create(symbol, START, END, 21, data_source, steps, **{**fast, **options}).config_hash
+    settings = {**FAST, **options}
+    if timesteps is not None:
+        settings["timesteps"] = timesteps
+    steps = settings.pop("timesteps")
+    return TrainConfig.create(symbol, START, END, 21, data_source, steps, **settings).config_hash
 
 
 def fast_cli(steps: int | None = None) -> list[str]:
