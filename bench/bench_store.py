@@ -109,13 +109,27 @@ def _list_process_seconds(uri: str, symbol: str, repeat: int = 3) -> tuple[float
 
 
 def run(n_runs: int = 3000, miss: bool = True, repeat: int = 7) -> list[Row]:
-    root = tempfile.mkdtemp(prefix="tk-bench-store-")
-    os.environ.setdefault("TRAINKIT_CACHE_DIR", os.path.join(root, "cache"))
-    os.environ["TRAINKIT_CLAIM_SETTLE"] = os.environ.get("TRAINKIT_CLAIM_SETTLE", "0.3")
-    os.chdir(root)
-    uri = f"sqlite:///{os.path.join(root, 'mlflow.db')}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    """Measure in a fresh sqlite store in a temp dir (removed afterwards); the working
+    directory and environment are restored for whatever runs next."""
+    import shutil
 
+    root = tempfile.mkdtemp(prefix="tk-bench-store-")
+    saved_cwd, saved_env = os.getcwd(), dict(os.environ)
+    try:
+        os.environ.setdefault("TRAINKIT_CACHE_DIR", os.path.join(root, "cache"))
+        os.environ.setdefault("TRAINKIT_CLAIM_SETTLE", "0.3")
+        os.chdir(root)  # MLflow puts ./mlruns beside the working directory
+        uri = f"sqlite:///{os.path.join(root, 'mlflow.db')}"
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        return _measure(uri, n_runs, miss, repeat)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _measure(uri: str, n_runs: int, miss: bool, repeat: int) -> list[Row]:
     from trainkit import TrainingManager
 
     manager = TrainingManager(uri)

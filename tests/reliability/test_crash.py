@@ -45,6 +45,11 @@ def _wait_for_training_claim(uri: str, h: str, victim: subprocess.Popen, timeout
     raise AssertionError("no training claim appeared in MLflow")
 
 
+def _progress(err: Path) -> list[str]:
+    """The trainer's progress lines so far (``training SYM ppo:  10% …``, one per 10 %)."""
+    return [line for line in err.read_text().splitlines() if line.startswith("training ") and "%" in line]
+
+
 @pytest.mark.slow
 def test_sigkill_mid_training_then_the_next_request_trains(sqlite_uri: str, tmp_path: Path) -> None:
     from trainkit.errors import ModelNotFoundError
@@ -64,19 +69,16 @@ def test_sigkill_mid_training_then_the_next_request_trains(sqlite_uri: str, tmp_
     try:
         claim = _wait_for_training_claim(sqlite_uri, h, victim)
         claim_id = claim.info.run_id
-        beat = claim.data.tags["trainkit.heartbeat"]
-        deadline = time.monotonic() + 20  # one heartbeat later: training has been running for a while
-        while c.get_run(claim_id).data.tags.get("trainkit.heartbeat") == beat:
-            assert time.monotonic() < deadline, "the claim's heartbeat never moved"
+        deadline = time.monotonic() + 60  # training prints a line at every 10 %: wait for the first
+        while not _progress(victim_err):
+            assert time.monotonic() < deadline, "no training progress within 60 s"
             assert victim.poll() is None, "the trainer exited before it could be killed"
-            time.sleep(0.1)
-        time.sleep(0.5)
-        assert victim.poll() is None, "training finished before the kill: raise STEPS"
+            time.sleep(0.05)
     finally:
         kill(victim)  # SIGKILL: no handler, no cleanup, no Python
     killed_at = time.monotonic()
-    progress = [line for line in victim_err.read_text().splitlines() if "CRSH" in line and "%" in line]
-    assert not any("100%" in line for line in progress), f"killed after training ended: {progress[-1:]}"
+    progress = _progress(victim_err)
+    assert progress and "100%" not in progress[-1], f"not killed mid-training: {progress}"
 
     # nothing servable: no model in the store for this hash, and the claim run holds no model
     dead = c.get_run(claim_id)
@@ -114,7 +116,7 @@ def test_sigkill_mid_training_then_the_next_request_trains(sqlite_uri: str, tmp_
     assert load_model(keep.model_uri, tracking_uri=sqlite_uri) is not None
     found = TrainingManager(sqlite_uri).store.find(keep.config.config_hash)
     assert found is not None and found.run_id == keep.run_id
-    print(f"killed claim {claim_id[:8]} mid-training ({progress[-1].strip() if progress else 'no progress line'}); "
+    print(f"killed claim {claim_id[:8]} mid-training (last line: {progress[-1].strip()}); "
           f"recovered in {recovery.seconds:.1f}s ({since_kill:.1f}s after the kill), dead run FAILED")
 
 
