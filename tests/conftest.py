@@ -4,7 +4,6 @@ process on 127.0.0.1), isolated caches, and small-but-real training settings."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
 
-#: small, real training settings used by store/manager/CLI tests (seconds, not minutes)
-FAST = dict(timesteps=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1)
-FAST_CLI = ["--timesteps", "256", "--hp", "n_envs=2", "--hp", "n_steps=64", "--hp", "batch_size=64", "--hp", "n_epochs=1"]
+# shared helpers live in tests/support.py (a plain module: two conftest.py files would shadow
+# each other under the bare name ``conftest``); re-exported here for older imports
+from support import FAST, FAST_CLI, PYTHON, REPO, free_port, run_cli  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)
@@ -41,12 +38,6 @@ def sqlite_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MlflowServer:
@@ -104,13 +95,3 @@ def server_uri(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     return mlflow_server.uri
-
-
-def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None, timeout: float = 300,
-            input: str | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m trainkit …` as a real subprocess."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [PYTHON, "-m", "trainkit", *args], capture_output=True, text=True, env=full_env, cwd=cwd,
-        timeout=timeout, input=input,
-    )

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import FAST
+from support import FAST
 from trainkit.backtest import METRIC_NAMES, BacktestResult, compute_metrics, run_backtest
 from trainkit.errors import ConfigError, DataError, ModelNotFoundError, ModelURIError
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import trainkit
-from conftest import FAST
+from support import FAST
 from trainkit.backtest import run_backtest
 from trainkit.errors import ConfigError, ModelNotFoundError
 

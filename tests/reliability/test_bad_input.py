@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rel_support import (
+from .rel_support import (
     FAST_CLI,
     WINDOW_CLI,
     all_runs,

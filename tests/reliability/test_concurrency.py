@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rel_support import (
+from .rel_support import (
     WINDOW_CLI,
     Result,
     all_runs,

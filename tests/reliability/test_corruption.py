@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from rel_support import (
+from .rel_support import (
     WINDOW_CLI,
     assert_clean_failure,
     cli,

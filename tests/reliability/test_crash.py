@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rel_support import (
+from .rel_support import (
     PYTHON,
     Result,
     WINDOW_CLI,

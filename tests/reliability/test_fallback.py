@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rel_support import FAST_CLI, WINDOW_CLI, assert_clean_failure, cli, client, snapshot
+from .rel_support import FAST_CLI, WINDOW_CLI, assert_clean_failure, cli, client, snapshot
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rel_support import cli, client, describe, train_inprocess
+from .rel_support import cli, client, describe, train_inprocess
 
 INJECTIONS = ["A' OR 1=1", "X' OR tags.config_hash LIKE '%", "' or ''='", "ISO\\'", "ISO' --"]
 

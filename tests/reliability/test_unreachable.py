@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rel_support import FAST_CLI, WINDOW_CLI, assert_clean_failure, cli
+from .rel_support import FAST_CLI, WINDOW_CLI, assert_clean_failure, cli
 
 RUN = "runs:/" + "ab" * 16 + "/model"
 COMMANDS = {
