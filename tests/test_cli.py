@@ -19,22 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from support import FAST_CLI, PYTHON, free_port, run_cli
 from trainkit.cli import expand_multi_value
-
-
-def _top_conftest():
-    """tests/conftest.py's constants and helpers, loaded by path: the module name ``conftest``
-    is ambiguous once tests/reliability/conftest.py is collected too."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_trainkit_tests_conftest", Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-_c = _top_conftest()
-FAST, FAST_CLI, PYTHON, REPO, free_port, run_cli = _c.FAST, _c.FAST_CLI, _c.PYTHON, _c.REPO, _c.free_port, _c.run_cli
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 URI = re.compile(r"runs:/([0-9a-f]{32})/model")
@@ -349,13 +335,15 @@ def test_list_register_clear(cli, store):
     assert res.code == 0 and "deleted 1 model(s)" in res.out
     assert [m["symbol"] for m in cli("list", "--json").json] == ["AAPL"]
     # a deleted model is gone from the cache: the same request trains again
-    row = cli("train", "--symbols", "MSFT", "--data-source", "synthetic", "--json", *FAST_CLI).json[0]
+    row = cli("train", "--symbols", "MSFT", "--data-source", "synthetic", "--register", "--json", *FAST_CLI).json[0]
     assert row["status"] == "trained" and row["run_id"] != by_sym["MSFT"]["run_id"]
+    assert row["registered"] == "trainkit-MSFT/1"  # train --register
 
     res = cli("clear", "--config-hash", by_sym["AAPL"]["config_hash"], "--include-registered", "--purge", "--yes", "--json")
     assert res.code == 0, res.err
     assert res.json["deleted"] is True and [m["symbol"] for m in res.json["removed"]] == ["AAPL"]
-    assert [m["symbol"] for m in cli("list", "--json").json] == ["MSFT"]
+    (msft,) = cli("list", "--json").json
+    assert msft["symbol"] == "MSFT" and msft["registered"] == ["trainkit-MSFT/1"]
 
 
 def test_clear_asks_on_a_terminal(cli, store):

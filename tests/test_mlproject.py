@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_cli import PYTHON, REPO, store  # noqa: F401  (fixture: a fresh sqlite store copied from a migrated template)
+from support import PYTHON, REPO
+from test_cli import store  # noqa: F401  (fixture: a fresh sqlite store copied from a migrated template)
 
 
 def _lock() -> dict[str, str]:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import FAST, FAST_CLI, PYTHON, REPO, cli, store  # noqa: F401  (fixtures)
+from support import FAST, FAST_CLI, PYTHON, REPO
+from test_cli import cli, store  # noqa: F401  (fixtures)
 
 README = REPO / "README.md"
 _FENCE = re.compile(r"(?P<before>(?:^<!--(?P<note>.*?)-->\n)?)^```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M)

@@ -805,9 +805,15 @@ def _exit_now(code: int) -> None:
     import atexit
     import threading
 
-    for t in threading.enumerate():
-        if t is not threading.current_thread() and not t.daemon:
-            t.join()
+    # what the interpreter does first at exit: run threading's exit hooks (they tell
+    # concurrent.futures workers — e.g. MLflow's artifact-copy pools — to stop), then join
+    # the non-daemon threads. Joining without the hooks first can wait forever.
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]
+    except Exception:  # pragma: no cover - private API; fall back to plain joins
+        for t in threading.enumerate():
+            if t is not threading.current_thread() and not t.daemon:
+                t.join(timeout=10)
     try:
         atexit._run_exitfuncs()
     finally:
