@@ -57,6 +57,8 @@ class MlflowServer:
                 "--workers", "1",
             ],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
+            # trainkit uses no server-side jobs: 2 processes instead of 10, up in a third of the time
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
         deadline = time.time() + 90
         while time.time() < deadline:
