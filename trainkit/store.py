@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainkit.config import TrainConfig
+from trainkit.config import file_sha256 as sha256_file
 from trainkit.errors import (
     ConfigError,
     IntegrityError,
@@ -105,14 +105,6 @@ def trainkit_version() -> str:
     from trainkit import __version__
 
     return __version__
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- connection
