@@ -207,6 +207,16 @@ def expand_multi_value(args: Sequence[str], options: Sequence[str]) -> list[str]
     return out
 
 
+def _symbol_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--symbol S`` of list/clear: validated before any I/O (it reaches a filter string)."""
+    if value is None:
+        return None
+    try:
+        return validate_symbol(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _symbols_callback(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> list[str]:
     out: list[str] = []
     for raw in value:
@@ -497,16 +507,11 @@ def _stop_pool(pool: Any, grace: float = 10.0) -> None:
 
 # ----------------------------------------------------------------------------- list
 @cli.command("list", short_help="List cached models and trainings in progress.")
-@click.option("--symbol", "-s", default=None, metavar="SYM", help="Only this symbol.")
+@click.option("--symbol", "-s", default=None, metavar="SYM", callback=_symbol_callback, help="Only this symbol.")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON document (a list of rows) on stdout.")
 @click.pass_obj
 def list_(settings: Settings, symbol: str | None, json_mode: bool) -> None:
     """List cached models (and trainings in progress), newest first."""
-    if symbol is not None:
-        try:
-            symbol = validate_symbol(symbol)
-        except ConfigError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--symbol'") from None
     with _stdout_for(json_mode) as out:
         models = settings.manager().list_cached_models(symbol=symbol)
         if json_mode:
@@ -599,7 +604,7 @@ def _hash_callback(ctx: click.Context, param: click.Parameter, value: str | None
 
 
 @cli.command(short_help="Remove cached models (shows them and asks first).")
-@click.option("--symbol", "-s", default=None, metavar="SYM", help="Only models of this symbol.")
+@click.option("--symbol", "-s", default=None, metavar="SYM", callback=_symbol_callback, help="Only models of this symbol.")
 @click.option("--older-than", default=None, callback=_older_than_callback, metavar="DATE|DURATION",
               help="Only models created before a date (2022-01-01) or longer ago than a duration (30d, 12h, 2w).")
 @click.option("--config-hash", default=None, callback=_hash_callback, metavar="HASH", help="Only models with this config hash.")
@@ -617,11 +622,6 @@ def clear(settings: Settings, symbol: str | None, older_than: str | None, config
     a terminal to ask on, it refuses (exit 2) unless --yes. Runs of other tools are never
     touched. Removed runs are soft-deleted (restorable in MLflow) unless --purge.
     """
-    if symbol is not None:
-        try:
-            symbol = validate_symbol(symbol)
-        except ConfigError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--symbol'") from None
     with _stdout_for(json_mode) as out:
         manager = settings.manager()
         remove, kept = manager.plan_clear(symbol=symbol, older_than=older_than, config_hash=config_hash,
