@@ -19,9 +19,7 @@ import pytest
 import trainkit
 from trainkit.errors import ConfigError, ModelNotFoundError
 
-#: small, real training settings — the same as tests/conftest.py's FAST (not imported from there:
-#: with tests/reliability/conftest.py present, the bare name ``conftest`` is ambiguous)
-FAST = dict(timesteps=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1)
+from support import FAST  # small, real training settings shared by the test files
 
 SYNTH = dict(data_source="synthetic", progress=False, **FAST)
 
