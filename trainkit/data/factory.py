@@ -116,7 +116,7 @@ class DataFetcherFactory:
             seed = default_data_seed(sym) if data_seed is None else int(data_seed)
             log.warning(
                 "yfinance failed for %s (%s); falling back to synthetic data (data_seed=%d) — "
-                "the model will be trained on simulated prices",
+                "these are simulated prices, not market data",
                 sym, reason, seed,
             )
             frame = SyntheticFetcher(data_seed=seed).fetch(sym, s, e)
