@@ -17,7 +17,8 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from trainkit import agents
-from trainkit.agents import ALGORITHMS, TradingVecEnv, load_sb3, run_policy, save_sb3, train
+from trainkit.agents import ALGORITHMS, TradingVecEnv, run_policy, train
+from trainkit.store.flavor import load_policy, save_policy
 from trainkit.config import TrainConfig
 from trainkit.env import TradingEnv
 from trainkit.errors import ConfigError, TrainingInterrupted
@@ -161,14 +162,14 @@ def test_save_and_load_round_trip_to_the_exact_path(tmp_path: Path) -> None:
     fs = _fs()
     model = train(_config("ppo"), fs, progress=False)
     path = tmp_path / "policy.bin"  # no .zip: SB3 alone would write policy.bin.zip
-    save_sb3(model, str(path))
+    save_policy(model, str(path))
     assert path.is_file() and not (tmp_path / "policy.bin.zip").exists()
-    loaded = load_sb3(str(path), "PPO")
+    loaded = load_policy(str(path), "PPO")
     obs = np.hstack([fs.matrix, np.zeros((len(fs.matrix), 1), np.float32)])
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
     assert loaded.device.type == "cpu"
     with pytest.raises(ConfigError, match="unknown algorithm"):
-        load_sb3(str(path), "sac")
+        load_policy(str(path), "sac")
 
 
 @pytest.mark.parametrize("allow_short", [True, False])
@@ -246,7 +247,7 @@ _CHILD = textwrap.dedent(
 
 
 def test_same_config_same_actions_in_two_fresh_processes() -> None:
-    """Decision 12: the hash means the same weights everywhere, whatever threads the caller set."""
+    """docs/ARCHITECTURE.md, "MLflow pitfalls": the hash means the same weights everywhere, whatever threads the caller set."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     procs = [
         subprocess.Popen([sys.executable, "-c", _CHILD, threads], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -65,7 +65,7 @@ def _goog_store(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         manager, trained, csv = train_goog(root)
         # create the backtest experiment now, while ./mlruns is the temp dir
-        manager.store._get_or_create_experiment("trainkit-backtests")
+        manager.store.conn.experiment_id("trainkit-backtests")
     return root, uri, manager, trained, csv
 
 

@@ -67,7 +67,7 @@ def test_miss_trains_hit_serves_force_retrains(sqlite_uri: str) -> None:
     assert manager.get("AAPL", "2020-01-01", "2021-12-31", **SYNTH).model_uri == forced.model_uri
     # training is a pure function of the config: same hash, same actions
     np.testing.assert_array_equal(forced.model.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
-    # both are listed (Decision 6), newest first
+    # both are listed (docs/ARCHITECTURE.md, "The lease"), newest first
     listed = manager.list_cached_models("AAPL")
     assert [m.run_id for m in listed] == [forced.run_id, hit.run_id]
     assert {m.status for m in listed} == {"ready"} and {m.config_hash for m in listed} == {config.config_hash}
@@ -254,7 +254,7 @@ def test_ctrl_c_marks_the_run_killed_and_releases_the_claim(sqlite_uri: str) -> 
     assert result.status == "trained" and waited == []
 
 
-# ----------------------------------------------------------------------------- mlflow run (Decision 3)
+# ----------------------------------------------------------------------------- mlflow run (docs/ARCHITECTURE.md, "MLflow pitfalls")
 def test_project_run_in_another_experiment_is_tagged_with_the_cached_model(sqlite_uri: str) -> None:
     manager = _manager(sqlite_uri)
     client = manager.store.client

@@ -1,5 +1,5 @@
 """MLproject and conda.yaml: their content is checked against the CLI and the lock, and
-`mlflow run . --env-manager local` is run for real (Decision 3): a miss under `--experiment-name
+`mlflow run . --env-manager local` is run for real (docs/ARCHITECTURE.md, "MLflow pitfalls"): a miss under `--experiment-name
 trainkit` trains into the project run; a hit from another experiment trains nothing and tags
 the project run with the cached model it was served."""
 

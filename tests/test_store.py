@@ -1,4 +1,4 @@
-"""The MLflow store (trainkit/store.py) against real stores: a sqlite database in a temp dir
+"""The MLflow store (trainkit/store/) against real stores: a sqlite database in a temp dir
 and a real `mlflow server` process. No mocks: every model here is trained (small), logged,
 searched, verified and loaded through MLflow.
 
@@ -296,79 +296,133 @@ class _Waited(Exception):
     pass
 
 
-def test_a_younger_claim_yields_to_an_older_live_one(sqlite_uri: str) -> None:
+def test_a_younger_lease_yields_to_an_older_live_one(sqlite_uri: str) -> None:
     from trainkit.store import TAG_CLAIM
 
     manager = _new_manager(sqlite_uri)
+    store = manager.store
     config = manager.config_for("IBM", "2020-01-01", "2021-06-30", data_source="synthetic", **FAST)
     older = _claim_run(manager, config, heartbeat=time.time(), start_offset_ms=-5_000)
+    assert store.leases.is_leased(config.config_hash)
+    assert store.acquire(config, _provenance()) is None  # someone holds it: no lease for us
     with pytest.raises(_Waited) as info:
-        manager.store.acquire(config, _provenance(), poll_seconds=0.2, on_wait=_raise_after_first_wait)
+        store.leases.wait(config.config_hash, poll_seconds=0.2, on_wait=_raise_after_first_wait)
     assert str(info.value) == older
-    # nothing of ours is left behind: the only claim is the older one, still live
-    live, stale = manager.store._live_claims(config.config_hash)
+    # nothing of ours is left behind: the only lease is the older one, still live
+    live, stale = store.leases.holders(config.config_hash)
     assert [r.info.run_id for r in live] == [older] and not stale
-    runs = manager.store.client.search_runs([manager.store.experiment_id], f"tags.`{TAG_CLAIM}` = '{config.config_hash}'")
+    runs = store.client.search_runs([store.experiment_id], f"tags.`{TAG_CLAIM}` = '{config.config_hash}'")
     assert [r.info.run_id for r in runs] == [older]
 
 
-def test_a_claim_marked_training_wins_even_when_younger(sqlite_uri: str) -> None:
-    """Clock skew between machines: a claim that already won must never be overtaken by a
-    claim created later whose start_time reads older."""
+def test_a_lease_marked_training_wins_even_when_younger(sqlite_uri: str) -> None:
+    """Clock skew between machines: a lease that already won must never be overtaken by a
+    lease created later whose start_time reads older."""
     manager = _new_manager(sqlite_uri)
+    store = manager.store
     config = manager.config_for("IBM", "2020-01-01", "2021-06-30", data_source="synthetic", **FAST)
     winner = _claim_run(manager, config, heartbeat=time.time(), start_offset_ms=+60_000, state="training")
     with pytest.raises(_Waited) as info:
-        manager.store.acquire(config, _provenance(), poll_seconds=0.2, on_wait=_raise_after_first_wait)
+        store.leases.wait(config.config_hash, poll_seconds=0.2, on_wait=_raise_after_first_wait)
     assert str(info.value) == winner
+    # a lease that reads older than the winner still loses the tie against it
+    live, _ = store.leases.holders(config.config_hash)
+    assert not store.leases.wins((0, "0" * 32), live)
 
 
-def test_our_claim_wins_over_a_younger_unmarked_one(sqlite_uri: str) -> None:
-    from trainkit.store import TAG_CLAIM_STATE, Claim
+def test_two_leases_compete_and_the_older_wins(sqlite_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both claimants create a lease before either looks (the race): the one created first
+    wins the tie and is marked training; the other is released, deleted, and waits."""
+    from trainkit.store import TAG_CLAIM_STATE
+    from trainkit.store.runs import create_training_run
 
     manager = _new_manager(sqlite_uri)
+    store = manager.store
     config = manager.config_for("IBM", "2020-01-01", "2021-06-30", data_source="synthetic", **FAST)
-    younger = _claim_run(manager, config, heartbeat=time.time(), start_offset_ms=+60_000)
-    # the younger claim is live, so a fresh request waits for it ...
-    with pytest.raises(_Waited):
-        manager.store.acquire(config, _provenance(), poll_seconds=0.2, on_wait=_raise_after_first_wait)
-    # ... but a claim created before it (as if both raced) wins the tie and is marked training
-    mine = manager.store._create_claim(config, _provenance(), None)
+    # a competitor's lease that appears during our settle time, created after ours
+    younger: list[str] = []
+
+    def create_ours() -> tuple[str, int, bool]:
+        mine = create_training_run(store.conn, store.experiment_id, config, _provenance())
+        younger.append(_claim_run(manager, config, heartbeat=time.time(), start_offset_ms=+60_000))
+        return mine
+
+    lease = store.leases.acquire(config.config_hash, create_ours)
     try:
-        live, _ = manager.store._live_claims(config.config_hash)
-        others = [r for r in live if r.info.run_id != mine.run_id]
-        assert [r.info.run_id for r in others] == [younger]
-        assert manager.store._wins(mine, others)
-        mine.mark_won()
-        run = manager.store.client.get_run(mine.run_id)
-        assert run.data.tags[TAG_CLAIM_STATE] == "training"
+        assert lease is not None and lease.run_id != younger[0]
+        assert lease.is_holder()
+        live, _ = store.leases.holders(config.config_hash)
+        assert sorted(r.info.run_id for r in live) == sorted([lease.run_id, younger[0]])  # they did compete
+        assert store.client.get_run(lease.run_id).data.tags[TAG_CLAIM_STATE] == "training"
     finally:
-        mine.fail("test over")
-    assert isinstance(mine, Claim)
-    assert manager.store.client.get_run(mine.run_id).info.status == "FAILED"
+        lease.fail("test over")
+    assert store.client.get_run(lease.run_id).info.status == "FAILED"
+    assert not lease.is_holder()
+
+    # the mirror image: a competitor older than us appears while we settle → we lose
+    store.client.set_terminated(younger[0], status="FAILED")
+
+    def create_second() -> tuple[str, int, bool]:
+        mine = create_training_run(store.conn, store.experiment_id, config, _provenance())
+        younger.append(_claim_run(manager, config, heartbeat=time.time(), start_offset_ms=-60_000))
+        return mine
+
+    assert store.leases.acquire(config.config_hash, create_second) is None
+    live, _ = store.leases.holders(config.config_hash)
+    assert [r.info.run_id for r in live] == [younger[1]]  # ours was released
 
 
-def test_a_stale_claim_is_marked_failed_and_taken_over(sqlite_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stale_lease_is_marked_failed_and_taken_over(sqlite_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from trainkit.store import TAG_CLAIM, TAG_FAILURE
 
     monkeypatch.setenv("TRAINKIT_STALE_AFTER", "30")
     manager = _new_manager(sqlite_uri)
+    store = manager.store
     config = manager.config_for("IBM", "2020-01-01", "2021-06-30", data_source="synthetic", **FAST)
     dead = _claim_run(manager, config, heartbeat=time.time() - 300, start_offset_ms=-300_000)
-    got = manager.store.acquire(config, _provenance(), poll_seconds=0.2)
+    assert not store.leases.is_leased(config.config_hash)  # a stale lease reserves nothing
+    got = store.acquire(config, _provenance())
     try:
-        assert got.run_id != dead
-        run = manager.store.client.get_run(dead)
+        assert got is not None and got.run_id != dead and got.is_holder()
+        run = store.client.get_run(dead)
         assert run.info.status == "FAILED"
         assert TAG_CLAIM not in run.data.tags and "stale" in run.data.tags[TAG_FAILURE]
-        # the list shows our live claim as training, and not the dead one
+        # the list shows our live lease as training, and not the dead one
         listed = {m.run_id: m.status for m in manager.list_cached_models("IBM")}
         assert listed == {got.run_id: "training"}
     finally:
         got.fail("test over", status="KILLED")
-    run = manager.store.client.get_run(got.run_id)
+    run = store.client.get_run(got.run_id)
     assert run.info.status == "KILLED" and TAG_CLAIM not in run.data.tags
     assert manager.list_cached_models("IBM") == []
+
+
+def test_a_released_lease_leaves_nothing_behind(sqlite_uri: str) -> None:
+    manager = _new_manager(sqlite_uri)
+    store = manager.store
+    config = manager.config_for("IBM", "2020-01-01", "2021-06-30", data_source="synthetic", **FAST)
+    lease = store.acquire(config, _provenance())
+    assert lease is not None and store.leases.is_leased(config.config_hash)
+    lease.release()
+    assert not store.leases.is_leased(config.config_hash)
+    assert store.client.get_run(lease.run_id).info.lifecycle_stage == "deleted"
+    store.leases.wait(config.config_hash, poll_seconds=0.1)  # nothing to wait for: returns at once
+
+
+def test_the_staleness_rule() -> None:
+    from types import SimpleNamespace
+
+    from trainkit.store import is_stale
+
+    def run(beat: float | None, start_ms: int) -> SimpleNamespace:
+        tags = {} if beat is None else {"trainkit.heartbeat": f"{beat:.3f}"}
+        return SimpleNamespace(info=SimpleNamespace(start_time=start_ms), data=SimpleNamespace(tags=tags))
+
+    now = 1_000_000.0
+    assert not is_stale(run(now - 119, 0), now, 120)
+    assert is_stale(run(now - 121, 0), now, 120)
+    assert not is_stale(run(None, int((now - 60) * 1000)), now, 120)  # no beat yet: its start counts
+    assert is_stale(run(None, int((now - 200) * 1000)), now, 120)
 
 
 # ----------------------------------------------------------------------------- connection
@@ -391,7 +445,7 @@ def test_unreachable_server_is_reported_fast_with_its_uri() -> None:
 
 
 def test_fresh_sqlite_store_is_created_under_a_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Decision 1: the schema is created (under a lock file beside the db) before use."""
+    """docs/ARCHITECTURE.md, "MLflow pitfalls": the schema is created (under a lock file beside the db) before use."""
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "sub" / "fresh.db"
     from trainkit.store import ModelStore

@@ -8,8 +8,8 @@ operations instead of ``DummyVecEnv``'s per-env Python loop and per-step ``deepc
 
 Reproducibility: :func:`train` is a pure function of ``(config, FeatureSet)``. Everything random
 is seeded from ``config.seed`` (python, numpy, torch, action space, episode starts), and training
-runs with one torch thread whatever the caller had set (DESIGN Decision 12), so the same config
-gives the same weights in any process.
+runs with one torch thread whatever the caller had set (docs/ARCHITECTURE.md, "Threads"), so the
+same config gives the same weights in any process.
 
 This module knows nothing about MLflow: metrics go to a :class:`MetricsSink` the caller passes.
 """
@@ -45,11 +45,10 @@ __all__ = [
     "MetricsSink",
     "TradingVecEnv",
     "build_model",
-    "load_sb3",
     "make_vec_env",
     "run_policy",
-    "save_sb3",
     "train",
+    "warm_up",
 ]
 
 _CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
@@ -396,20 +395,16 @@ def train(
         torch.distributions.Distribution.set_default_validate_args(validate)
 
 
-# ---------------------------------------------------------------------------- persistence
-def save_sb3(model: BaseAlgorithm, path: str) -> None:
-    """Write the SB3 zip to exactly ``path`` (SB3 would append ``.zip`` to a bare name)."""
-    with open(path, "wb") as fh:
-        model.save(fh)
+# ---------------------------------------------------------------------------- start-up
+def warm_up() -> None:
+    """Import what training would otherwise import lazily, before the caller holds a lease.
 
-
-def load_sb3(path: str, algo: str) -> BaseAlgorithm:
-    """Load an SB3 zip written by :func:`save_sb3` on the CPU."""
-    cls = _CLASSES.get(str(algo).lower())
-    if cls is None:
-        raise ConfigError(f"unknown algorithm {algo!r}: choose one of {', '.join(ALGORITHMS)}")
-    with open(path, "rb") as fh:
-        return cls.load(fh, device="cpu")
+    torch imports ``torch._dynamo`` (and with it sympy, ~800 modules, about a second) from the
+    first ``Optimizer`` it builds. A Ctrl-C that lands inside that lazy import leaves a
+    half-imported sympy behind and surfaces later as an unrelated ``AttributeError`` instead of
+    an interrupt; done here, before a lease exists, an interrupt is just an interrupt. (Saving
+    and loading the SB3 zip is the model flavor's: :mod:`trainkit.store.flavor`.)"""
+    import torch._dynamo  # noqa: F401
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -46,12 +46,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import inspect
 import json
 import logging
 import math
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,8 +58,9 @@ import numpy as np
 import pandas as pd
 
 from trainkit.config import file_sha256, parse_data_source, parse_date
-from trainkit.errors import ConfigError, DataError, ModelURIError
-from trainkit.store import BACKTEST_EXPERIMENT  # stdlib-only at import time: no mlflow, no I/O
+from trainkit.errors import ConfigError, DataError
+from trainkit.store import contract as C  # stdlib only: no mlflow, no I/O
+from trainkit.store.contract import BACKTEST_EXPERIMENT, validate_model_uri
 
 _logger = logging.getLogger("trainkit")
 
@@ -87,8 +86,6 @@ METRIC_NAMES: tuple[str, ...] = (
 
 #: Fewest trading days a test window may have (the feature builder's minimum).
 MIN_TEST_DAYS = 30
-
-_URI_RE = re.compile(r"^(runs:/[^/\s]+/\S+|models:/\S+)$")
 
 
 @dataclass(frozen=True)
@@ -208,11 +205,7 @@ def compute_metrics(
 # ----------------------------------------------------------------------------- validation
 def _validate(model_uri: Any, start: Any, end: Any, data_source: Any) -> tuple[str, _dt.date, _dt.date, str | None]:
     """Everything that can be checked without I/O (exit code 2 on failure)."""
-    if not isinstance(model_uri, str) or not _URI_RE.match(model_uri.strip()):
-        raise ModelURIError(
-            f"invalid model URI {model_uri!r}: use runs:/<run_id>/model, models:/m-<id>, "
-            "models:/<name>/<version> or models:/<name>@<alias>"
-        )
+    uri = validate_model_uri(model_uri)
     s = parse_date(start, "start")
     e = parse_date(end, "end")
     if s >= e:
@@ -230,7 +223,7 @@ def _validate(model_uri: Any, start: Any, end: Any, data_source: Any) -> tuple[s
     if data_source is not None and str(data_source).strip():
         kind, path = parse_data_source(data_source)
         source = f"csv:{os.path.abspath(os.path.expanduser(path))}" if kind == "csv" else kind  # type: ignore[arg-type]
-    return model_uri.strip(), s, e, source
+    return uri, s, e, source
 
 
 # ----------------------------------------------------------------------------- the backtest
@@ -261,7 +254,7 @@ def run_backtest(
     from trainkit.agents import run_policy
     from trainkit.data import DataFetcherFactory
     from trainkit.features import build_features, parse_spec, warmup_start
-    from trainkit.store import TAG_MODEL_ID, default_store, load_bundle
+    from trainkit.store import default_store, load_bundle
 
     store = store or default_store(tracking_uri)
     model, bundle = load_bundle(uri, store=store)
@@ -305,7 +298,7 @@ def run_backtest(
     traded = run_policy(model, fs, cost_bps=config.cost_bps, allow_short=config.allow_short)
     metrics, curve = compute_metrics(traded["net_returns"], traded["positions"], fs.closes)
 
-    model_id = getattr(bundle, "model_id", None) or store.get_run(bundle.run_id).data.tags.get(TAG_MODEL_ID)
+    model_id = getattr(bundle, "model_id", None) or store.get_run(bundle.run_id).data.tags.get(C.TAG_MODEL_ID)
     result = BacktestResult(
         model_uri=uri,
         source_run_id=bundle.run_id,
@@ -347,37 +340,29 @@ def _log(store: Any, result: BacktestResult, config: Any, *, override: str | Non
          fallback_reason: str | None) -> str:
     from trainkit import __version__
 
-    params = {
-        "model_uri": result.model_uri,
-        "start": result.start,
-        "end": result.end,
-        "first_day": result.first_day,
-        "last_day": result.last_day,
-        "n_days": str(result.n_days),
-        "data_source": result.data_source,
-        "data_source_override": "true" if override else "false",
-        "cost_bps": str(config.cost_bps),
-        "allow_short": str(config.allow_short),
-        "feature_count": str(config.feature_count),
-    }
+    params = dict(zip(C.BACKTEST_PARAMS, (
+        result.model_uri, result.start, result.end, result.first_day, result.last_day, str(result.n_days),
+        result.data_source, "true" if override else "false", str(config.cost_bps), str(config.allow_short),
+        str(config.feature_count),
+    ), strict=True))
     tags = {
-        "trainkit.model_uri": result.model_uri,
-        "trainkit.source_run_id": result.source_run_id,
-        "trainkit.symbol": result.symbol,
-        "trainkit.source_config_hash": result.config_hash or "",
-        "trainkit.data_source": result.data_source,
-        "trainkit.data_source_effective": result.data_source_effective,
-        "trainkit.data_digest": result.data_digest or "",
-        "trainkit.in_sample": "true" if in_sample else "false",
-        "trainkit.version": __version__,
-        "mlflow.note.content": _description(result, config),
+        C.TAG_MODEL_URI: result.model_uri,
+        C.TAG_SOURCE_RUN_ID: result.source_run_id,
+        C.TAG_SYMBOL: result.symbol,
+        C.TAG_SOURCE_CONFIG_HASH: result.config_hash or "",
+        C.TAG_SOURCE: result.data_source,
+        C.TAG_SOURCE_EFFECTIVE: result.data_source_effective,
+        C.TAG_DATA_DIGEST: result.data_digest or "",
+        C.TAG_IN_SAMPLE: "true" if in_sample else "false",
+        C.TAG_VERSION: __version__,
+        C.TAG_NOTE: _description(result, config),
     }
     if result.model_id:
-        tags["trainkit.model_id"] = result.model_id
+        tags[C.TAG_MODEL_ID] = result.model_id
     if fallback_reason:
-        tags["trainkit.fallback_reason"] = fallback_reason
+        tags[C.TAG_FALLBACK_REASON] = fallback_reason
     if override:
-        tags["trainkit.data_source_override"] = override
+        tags[C.TAG_SOURCE_OVERRIDE] = override
     with tempfile.TemporaryDirectory(prefix="trainkit-backtest-") as tmp:
         csv_path = os.path.join(tmp, "equity.csv")
         out = result.equity.copy()
@@ -388,9 +373,6 @@ def _log(store: Any, result: BacktestResult, config: Any, *, override: str | Non
         summary_path = os.path.join(tmp, "backtest.json")
         with open(summary_path, "w") as fh:
             json.dump(result.to_dict(), fh, indent=2, sort_keys=True)
-        extra: dict[str, Any] = {}
-        if result.model_id and "input_model_ids" in inspect.signature(store.log_run).parameters:
-            extra["input_model_ids"] = [result.model_id]  # MLflow 3 lineage: the model as the run's input
         return store.log_run(
             BACKTEST_EXPERIMENT,
             run_name=f"{result.symbol}-backtest-{result.start}..{result.end}",
@@ -398,7 +380,8 @@ def _log(store: Any, result: BacktestResult, config: Any, *, override: str | Non
             metrics=result.metrics,
             tags=tags,
             artifacts={"equity.csv": csv_path, "equity_curve.png": png_path, "backtest.json": summary_path},
-            **extra,
+            # MLflow 3 lineage: the model as the run's input (the UI links run and model both ways)
+            input_model_ids=[result.model_id] if result.model_id else None,
         )
 
 

@@ -3,7 +3,7 @@ and :func:`~trainkit.backtest.run_backtest`.
 
 What this module owns, and nothing else: parsing and validating the command line, formatting
 results for people (one line per symbol, rich tables) and for scripts (``--json``: exactly one
-JSON document on stdout), logging to stderr, and exit codes (Decision 13):
+JSON document on stdout), logging to stderr, and exit codes (docs/ARCHITECTURE.md, "Errors and exit codes"):
 
 * ``0`` success;
 * ``2`` the command line or a value is invalid (click usage errors, :class:`~trainkit.errors.UserError`),
@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import sys
-import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Any
 import click
 
 from trainkit import __version__
+from trainkit import settings as env_settings
 from trainkit.config import (
     FEATURE_CATALOG_SIZE,
     TrainConfig,
@@ -44,8 +44,9 @@ from trainkit.config import (
     parse_older_than,
     validate_symbol,
 )
-from trainkit.errors import ConfigError, TrainkitError
+from trainkit.errors import ConfigError, ModelURIError, TrainkitError
 from trainkit.hyperparams import ALGORITHM_DEFAULTS
+from trainkit.store.contract import check_alias, check_config_hash, check_registered_name, validate_model_uri
 
 log = logging.getLogger("trainkit")
 
@@ -103,7 +104,7 @@ def setup_logging(verbose: int) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
     logger.propagate = False
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    env_settings.MLFLOW_LOGGING_LEVEL.set_default("INFO" if verbose else "WARNING")
 
 
 @contextlib.contextmanager
@@ -164,11 +165,13 @@ def cli(ctx: click.Context, tracking_uri: str | None, experiment: str, verbose: 
     _state.verbose = verbose
     ctx.obj = _state
     setup_logging(verbose)
+    if not ctx.resilient_parsing:
+        env_settings.check()  # an invalid TRAINKIT_* variable is exit 2 before any I/O
 
 
 # ----------------------------------------------------------------------------- train
 class SymbolsCommand(click.Command):
-    """Accepts ``--symbols A B C`` (Decision 4): click options take one value each, so the
+    """Accepts ``--symbols A B C``: click options take one value each, so the
     tokens after ``--symbols`` up to the next ``-…`` token are rewritten into repeated
     ``--symbols`` options before click parses them."""
 
@@ -321,7 +324,7 @@ def train(settings: Settings, symbols: list[str], train_start: str, train_end: s
     base = dict(train_start=train_start, train_end=train_end, feature_count=feature_count,
                 data_source=data_source, timesteps=timesteps)
     # Validate every request before any I/O (exit 2): config_for resolves exactly as get() will.
-    from trainkit.manager import TrainingManager
+    from trainkit.manager import ModelRequest, TrainingManager
 
     configs = [TrainingManager.config_for(sym, **base, **options) for sym in symbols]
 
@@ -331,43 +334,51 @@ def train(settings: Settings, symbols: list[str], train_start: str, train_end: s
             _train_dry_run(manager, configs, out, json_mode)
             return
 
-        project_run_id = os.environ.get("MLFLOW_RUN_ID") or None
+        project_run_id = env_settings.MLFLOW_RUN_ID.get()
         if project_run_id and len(symbols) > 1:
             log.warning("running under `mlflow run` with %d symbols: the project run %s records none of them "
                         "(pass one symbol per project run)", len(symbols), project_run_id)
             project_run_id = None
-        requests = [dict(symbol=c.symbol, **base, force=force, no_fallback=no_fallback, **options) for c in configs]
         rows: list[dict[str, Any]] = []
+        codes: list[int] = []
         width = max(len(s) for s in symbols)
 
-        def report(row: dict[str, Any]) -> None:
-            if row["status"] != "error" and register:
-                _register_row(manager, row)
+        def report(row: dict[str, Any], code: int) -> None:
+            if code == EXIT_OK and register:
+                code = _register_row(manager, row)
             rows.append(row)
+            codes.append(code)
             if not json_mode:
                 _print_train_row(out, row, width)
 
-        n_workers = min(workers, len(requests))
-        if n_workers <= 1:
-            for req in requests:
-                report(_train_one_guarded(manager, req, progress=None, project_run_id=project_run_id))
+        if project_run_id:  # `mlflow run`: one symbol, in this process, recorded in the project run
+            try:
+                res = manager.get_config(configs[0], force=force, no_fallback=no_fallback, project_run_id=project_run_id)
+                report(_result_row(res), EXIT_OK)
+            except TrainkitError as exc:
+                report(_error_row(configs[0].symbol, exc), exc.exit_code)
         else:
-            _train_parallel(settings, manager.tracking_uri, requests, n_workers, report)
+            from trainkit.executors import LocalExecutor
+
+            requests = [ModelRequest(c, force=force, no_fallback=no_fallback) for c in configs]
+            executor = LocalExecutor(min(workers, len(requests)), verbose=settings.verbose)
+            for outcome in manager.iter_models(requests, executor):
+                if outcome.result is not None:
+                    report(_result_row(outcome.result), EXIT_OK)
+                else:
+                    report(_error_row(outcome.request.config.symbol, outcome.error), outcome.exit_code)
 
         if json_mode:
             order = {s: i for i, s in enumerate(symbols)}
             _emit_json(out, sorted(rows, key=lambda r: order[r["symbol"]]))
-    failures = [r for r in rows if "exit_code" in r]
-    if failures:
-        raise click.exceptions.Exit(max(r["exit_code"] for r in failures))
+    if any(codes):
+        raise click.exceptions.Exit(max(codes))
 
 
 def _train_dry_run(manager: Any, configs: list[TrainConfig], out: Any, json_mode: bool) -> None:
-    store = manager.store
-    exists = store.experiment_id_if_exists() is not None  # a dry run creates no experiment
     rows = []
     for c in configs:
-        rec = store.find(c.config_hash) if exists else None
+        rec = manager.lookup(c)  # reads only: a dry run creates no experiment
         rows.append({
             "symbol": c.symbol, "config_hash": c.config_hash, "cached": rec is not None,
             "model_uri": rec.model_uri if rec else None, "run_id": rec.run_id if rec else None,
@@ -385,25 +396,16 @@ def _train_dry_run(manager: Any, configs: list[TrainConfig], out: Any, json_mode
         out.write(f"{r['symbol']:<{width}}  {r['config_hash']}  {what}\n")
 
 
-def _train_one_guarded(manager: Any, request: dict[str, Any], *, progress: Any, project_run_id: str | None) -> dict[str, Any]:
-    """One symbol; a trainkit error becomes an error row so the other symbols still run."""
-    try:
-        return _train_row(manager, request, progress=progress, project_run_id=project_run_id)
-    except TrainkitError as exc:
-        return _error_row(request["symbol"], exc)
-
-
-def _error_row(symbol: str, exc: BaseException) -> dict[str, Any]:
-    if _state.verbose and not isinstance(exc, click.ClickException):
+def _error_row(symbol: str, exc: BaseException | None) -> dict[str, Any]:
+    if exc is not None and _state.verbose and not isinstance(exc, click.ClickException):
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    code = getattr(exc, "exit_code", EXIT_RUNTIME)
-    return {"symbol": symbol, "status": "error", "error": _one_line(exc), "exit_code": code}
+    return {"symbol": symbol, "status": "error", "error": _one_line(exc) if exc is not None else "unknown error",
+            "exit_code": int(getattr(exc, "exit_code", EXIT_RUNTIME))}
 
 
-def _train_row(manager: Any, request: dict[str, Any], *, progress: Any, project_run_id: str | None) -> dict[str, Any]:
-    req = dict(request)
-    args = [req.pop(k) for k in ("symbol", "train_start", "train_end", "feature_count", "data_source", "timesteps", "force")]
-    res = manager.get(*args, progress=progress, project_run_id=project_run_id, **req)
+def _result_row(res: Any) -> dict[str, Any]:
+    """A ``train --json`` row: symbol, status (cached|trained|fallback), model_uri, run_id,
+    config_hash, seconds, data_source, fallback_reason."""
     return {
         "symbol": res.config.symbol,
         "status": res.status,
@@ -416,16 +418,17 @@ def _train_row(manager: Any, request: dict[str, Any], *, progress: Any, project_
     }
 
 
-def _register_row(manager: Any, row: dict[str, Any]) -> None:
-    """``--register``: adds ``registered`` ("name/version") to the row, or the error (the model
-    itself is fine and stays cached; the command exits 1)."""
+def _register_row(manager: Any, row: dict[str, Any]) -> int:
+    """``--register``: adds ``registered`` ("name/version") to the row and returns 0, or adds
+    the error and returns its exit code (the model itself is fine and stays cached)."""
     try:
         name, version = manager.register(row["model_uri"])
     except TrainkitError as exc:
         log.error("%s: could not register %s: %s", row["symbol"], row["model_uri"], _one_line(exc))
-        row.update(registered=None, error=f"registration failed: {_one_line(exc)}", exit_code=exc.exit_code)
-        return
+        row.update(registered=None, error=f"registration failed: {_one_line(exc)}")
+        return exc.exit_code
     row["registered"] = f"{name}/{version}"
+    return EXIT_OK
 
 
 def _print_train_row(out: Any, row: dict[str, Any], width: int) -> None:
@@ -438,71 +441,6 @@ def _print_train_row(out: Any, row: dict[str, Any], width: int) -> None:
         line += f"  registered {row['registered']}"
     out.write(line + "\n")
     out.flush()
-
-
-# -- parallel training (--workers N)
-def _worker_init(verbose: int) -> None:
-    """Runs first in each spawned worker: one thread per library (training pins torch to one
-    thread anyway, Decision 12; this keeps OpenMP/BLAS pools from oversubscribing the cores)."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"
-    _state.verbose = verbose
-    setup_logging(verbose)
-
-
-def _worker_train(tracking_uri: str, experiment: str, request: dict[str, Any]) -> dict[str, Any]:
-    """Train one symbol in a worker process; returns its row (the model stays in MLflow)."""
-    from trainkit.manager import TrainingManager
-
-    manager = TrainingManager(tracking_uri, experiment)
-    # several rich bars from several processes would garble the terminal: no bars in workers
-    return _train_row(manager, request, progress=False, project_run_id=None)
-
-
-def _train_parallel(settings: Settings, tracking_uri: str, requests: list[dict[str, Any]], n_workers: int,
-                    report: Any) -> None:
-    import concurrent.futures as cf
-    import multiprocessing
-
-    pool = cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_worker_init, initargs=(settings.verbose,))
-    log.info("training %d symbols in %d worker processes", len(requests), n_workers)
-    try:
-        futures = {pool.submit(_worker_train, tracking_uri, settings.experiment, r): r["symbol"] for r in requests}
-        for fut in cf.as_completed(futures):
-            try:
-                row = fut.result()
-            except TrainkitError as exc:
-                row = _error_row(futures[fut], exc)
-            except cf.process.BrokenProcessPool as exc:
-                row = _error_row(futures[fut], RuntimeError(f"worker process died ({_one_line(exc)})"))
-            report(row)
-    except KeyboardInterrupt:
-        _stop_pool(pool)
-        raise
-    pool.shutdown(wait=True)
-
-
-def _stop_pool(pool: Any, grace: float = 10.0) -> None:
-    """Ctrl-C: workers in the terminal's process group got SIGINT too and mark their runs
-    KILLED; give them a moment, then interrupt (and finally terminate) any still running."""
-    import signal
-
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for wait, last_resort in ((grace, False), (5.0, True)):
-        deadline = time.monotonic() + wait
-        for p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-        alive = [p for p in procs if p.is_alive()]
-        if not alive:
-            return
-        for p in alive:
-            with contextlib.suppress(OSError):
-                if last_resort:
-                    p.terminate()
-                else:
-                    os.kill(p.pid, signal.SIGINT)
 
 
 # ----------------------------------------------------------------------------- list
@@ -597,10 +535,10 @@ def _older_than_callback(ctx: click.Context, param: click.Parameter, value: str 
 def _hash_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
-    v = value.strip().lower()
-    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
-        raise click.BadParameter("must be the full 64-hex-character config hash (see `trainkit list --json`)")
-    return v
+    try:
+        return check_config_hash(value, "the hash")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @cli.command(short_help="Remove cached models (shows them and asks first).")
@@ -655,7 +593,7 @@ def clear(settings: Settings, symbol: str | None, older_than: str | None, config
             if not click.confirm(what, default=False, err=True):
                 human.write("nothing deleted\n")
                 raise click.exceptions.Exit(EXIT_RUNTIME)
-        manager.store.delete(remove, purge=purge)  # exactly what was shown, not a re-query
+        manager.delete(remove, purge=purge)  # exactly what was shown, not a re-query
         doc["deleted"] = True
         if json_mode:
             _emit_json(out, doc)
@@ -677,10 +615,25 @@ def _interactive() -> bool:
 
 # ----------------------------------------------------------------------------- backtest
 def _model_uri_callback(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    v = value.strip()
-    if not v.startswith(("runs:/", "models:/")):
-        raise click.BadParameter(f"{value!r} is not a model URI: use runs:/<run_id>/model or models:/<name>/<version>")
-    return v
+    """The whole URI grammar, before any store is opened (a malformed URI writes nothing)."""
+    try:
+        return validate_model_uri(value)
+    except ModelURIError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _checked(check: Any) -> Any:
+    """A click callback from a contract check (``None`` passes)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
 
 
 @cli.command(short_help="Backtest a model over a window, against buy-and-hold.")
@@ -701,12 +654,9 @@ def backtest(settings: Settings, model_uri: str, start: str, end: str, data_sour
         from trainkit.backtest import run_backtest
 
         result = run_backtest(model_uri, start, end, data_source=data_source, tracking_uri=settings.tracking_uri)
-        project_run_id = os.environ.get("MLFLOW_RUN_ID")
+        project_run_id = env_settings.MLFLOW_RUN_ID.get()
         if project_run_id and result.run_id:  # under `mlflow run -e backtest`: say where the result is
-            settings.manager().store.tag_run(project_run_id, {
-                "trainkit.backtest_run_id": result.run_id, "trainkit.model_uri": model_uri,
-                "trainkit.source_run_id": result.source_run_id, "trainkit.symbol": result.symbol,
-            })
+            settings.manager().note_backtest(project_run_id, result)
         if json_mode:
             _emit_json(out, result.to_dict())
             return
@@ -735,8 +685,10 @@ def _print_backtest(out: Any, model_uri: str, start: str, end: str, result: Any)
 # ----------------------------------------------------------------------------- register
 @cli.command(short_help="Register a model in the MLflow Model Registry.")
 @click.option("--model-uri", required=True, callback=_model_uri_callback, metavar="URI", help="The model to register.")
-@click.option("--name", default=None, metavar="NAME", help="Registered model name [default: trainkit-<SYMBOL>].")
-@click.option("--alias", default=None, metavar="ALIAS", help="Also point this alias (e.g. champion) at the new version.")
+@click.option("--name", default=None, metavar="NAME", callback=_checked(check_registered_name),
+              help="Registered model name [default: trainkit-<SYMBOL>].")
+@click.option("--alias", default=None, metavar="ALIAS", callback=_checked(check_alias),
+              help="Also point this alias (e.g. champion) at the new version.")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout.")
 @click.pass_obj
 def register(settings: Settings, model_uri: str, name: str | None, alias: str | None, json_mode: bool) -> None:

@@ -354,6 +354,11 @@ class _FrozenDict(dict):
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(json.dumps(self, sort_keys=True))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle rebuilds dicts item by item through __setitem__; configs cross process
+        # boundaries (executors), so rebuild from a plain dict instead
+        return (_FrozenDict, (dict(self),))
+
 
 def _int_option(name: str, value: Any) -> int:
     try:
@@ -415,7 +420,7 @@ _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([dhmw])$")
 
 def parse_older_than(value: Any, now: _dt.datetime | None = None) -> _dt.datetime:
     """``--older-than``: a date (``2022-01-01``), an ISO datetime, or a duration back from now
-    (``30d``, ``12h``, ``45m``, ``2w``). Returns an aware UTC datetime (Decision 10)."""
+    (``30d``, ``12h``, ``45m``, ``2w``). Returns an aware UTC datetime (compared with a run's creation time)."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
     if isinstance(value, _dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)

@@ -2,30 +2,38 @@
 
 The public entry point of trainkit. A request is resolved into a :class:`TrainConfig`; its
 hash is looked up in MLflow; a verified FINISHED model is served as is, anything else is
-trained once (across processes and machines: see :mod:`trainkit.store` claims), logged and
+trained once — across processes and machines, through the store's leases — logged and
 served. Training is a pure function of the config, so a hash always means the same model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from trainkit import settings
 from trainkit.config import TrainConfig, parse_bool, parse_older_than
-from trainkit.errors import ConfigError, IntegrityError, ModelNotFoundError, TrainingInterrupted
+from trainkit.errors import IntegrityError, ModelNotFoundError, TrainingInterrupted, TrainkitError
 from trainkit.store import (
     DEFAULT_EXPERIMENT,
+    TAG_CLAIM,
+    TAG_HASH,
+    TAG_MODEL_ID,
     CachedModel,
-    Claim,
     DataProvenance,
-    MlflowMetricsSink,
+    Lease,
     ModelStore,
-    load_bundle,
+    RequestStatus,
+    check_config_hash,
 )
+from trainkit.store.contract import TAG_BACKTEST_RUN_ID, TAG_CACHE_HIT, TAG_MODEL_RUN_ID, TAG_MODEL_URI, TAG_SOURCE_RUN_ID, TAG_SYMBOL
 
 log = logging.getLogger("trainkit")
 
@@ -35,14 +43,15 @@ _REQUEST_OPTIONS = ("no_fallback", "progress", "project_run_id", "on_wait")
 
 @dataclass(frozen=True)
 class ModelResult:
-    """What :meth:`TrainingManager.get` did: served from cache, trained, or trained on
-    fallback data — with the model, its URI and where it lives."""
+    """What one request did: served from cache, trained, or trained on fallback data — with
+    the model, its URI and where it lives. ``model`` is ``None`` for results that came back
+    from another process and were not loaded (``trainkit.load_model(result.model_uri)``)."""
 
     model: Any
     model_uri: str
     run_id: str
     config: TrainConfig
-    status: str  # cached | trained | fallback
+    status: str  # a RequestStatus: cached | trained | fallback
     seconds: float
     record: CachedModel
     fallback_reason: str | None = None
@@ -53,7 +62,34 @@ class ModelResult:
 
     @property
     def cache_hit(self) -> bool:
-        return self.status == "cached"
+        return self.status == RequestStatus.CACHED
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One model to get: its resolved config and how to get it (picklable: it crosses
+    process boundaries to executors)."""
+
+    config: TrainConfig
+    force: bool = False
+    no_fallback: bool = False
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    """The answer to one :class:`ModelRequest`: a result, or the trainkit error it met."""
+
+    request: ModelRequest
+    result: ModelResult | None = None
+    error: TrainkitError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.error is None else int(getattr(self.error, "exit_code", 1))
 
 
 class TrainingManager:
@@ -64,12 +100,17 @@ class TrainingManager:
     """
 
     def __init__(self, tracking_uri: str | None = None, experiment_name: str = DEFAULT_EXPERIMENT) -> None:
+        settings.check()  # an invalid TRAINKIT_* setting is a ConfigError before any I/O
         self.store = ModelStore(tracking_uri, experiment_name)
         self._probed: dict[tuple[str, str], bool] = {}
 
     @property
     def tracking_uri(self) -> str:
         return self.store.tracking_uri
+
+    @property
+    def experiment_name(self) -> str:
+        return self.store.experiment_name
 
     # ------------------------------------------------------------------ get
     def get_model(
@@ -117,22 +158,28 @@ class TrainingManager:
         **options: Any,
     ) -> ModelResult:
         """Like :meth:`get_model`, with the details the CLI reports (status, time, run)."""
-        t0 = time.perf_counter()
         no_fallback = parse_bool(options.pop("no_fallback", False), "no_fallback")
         progress = options.pop("progress", None)
         project_run_id = options.pop("project_run_id", None)
         on_wait = options.pop("on_wait", None)
-        force = parse_bool(force, "force")
         config = TrainConfig.create(symbol, train_start, train_end, feature_count, data_source, timesteps, **options)
+        return self.get_config(config, force=parse_bool(force, "force"), no_fallback=no_fallback, progress=progress,
+                               project_run_id=project_run_id, on_wait=on_wait)
 
+    def get_config(self, config: TrainConfig, *, force: bool = False, no_fallback: bool = False, progress: Any = None,
+                   project_run_id: str | None = None, on_wait: Callable[[str], Any] | None = None) -> ModelResult:
+        """The model of a resolved config — the get-or-train loop:
+
+        find → (miss) fetch data → acquire the lease or wait for its holder → re-check under
+        the lease → train → publish → release (in every case, Ctrl-C included)."""
+        t0 = time.perf_counter()
         if not force:
             served = self._serve_cached(config, t0, no_fallback)
             if served is not None:
-                self._record_project_run(project_run_id, served)
-                return served
+                return self._noted(project_run_id, served)
             superseded: frozenset[str] = frozenset()
         else:  # force: none of the models that exist now may answer (clock-free, unlike a time cut)
-            superseded = frozenset(rec.run_id for rec, _run in self._candidates(config))
+            superseded = frozenset(rec.run_id for rec, _run in self.store.candidates(config.config_hash))
 
         # A miss. Data and features first: a bad window or a broken CSV must fail before any
         # run is created, and they are cheap next to training.
@@ -145,37 +192,88 @@ class TrainingManager:
         )
         features = build_features(fetch.frame, config.feature_count, start=config.start_date, end=config.end_date)
         provenance = DataProvenance(fetch.requested_source, fetch.effective_source, fetch.fallback_reason, fetch.digest)
-
         accept = _accept_for(config, superseded, fetch.fallback_reason is None, no_fallback)
-        # torch and SB3 load now, not while holding a claim: a Ctrl-C during that import must
-        # not leave a RUNNING claim behind, and the claim is held for less time
-        import trainkit.agents  # noqa: F401
+        # torch and SB3 load now, not while holding a lease: a Ctrl-C during that import must
+        # not leave a RUNNING lease behind, and the lease is held for less time
+        from trainkit import agents
 
-        use_project_run = project_run_id if project_run_id and self._can_train_into(project_run_id) else None
+        agents.warm_up()
+        into = project_run_id if project_run_id and self._can_train_into(project_run_id) else None
+
         while True:
-            got = self.store.acquire(config, provenance, project_run_id=use_project_run, on_wait=on_wait, accept=accept)
-            if isinstance(got, CachedModel):  # someone else trained it while we waited
-                served = self._load_record(config, got, t0)
-                if served is None:  # their model failed verification (now tagged broken): go again
+            found = self.store.find(config.config_hash, accept)
+            if found is not None:  # another trainer finished it while we fetched or waited
+                served = self._load_record(config, found, t0)
+                if served is None:  # it failed verification (now tagged broken): look again
                     continue
-                self._record_project_run(project_run_id, served)
-                return served
-            try:
-                result = self._train(config, got, fetch, features, provenance, progress, t0)
-            except TrainingInterrupted:
-                if not got.lost.is_set():
-                    raise
-                # we stalled long enough to be judged dead and another trainer took over: wait
-                # for its model instead of failing the request
-                log.warning("%s: the training claim was taken over by another trainer; waiting for its model", config.symbol)
-                use_project_run = None
+                return self._noted(project_run_id, served)
+            lease = self.store.acquire(config, provenance, project_run_id=into)
+            if lease is None:
+                self.store.leases.wait(config.config_hash, on_wait=on_wait, label=config.symbol)
                 continue
-            self._record_project_run(project_run_id, result)
-            return result
+            try:
+                if self.store.find(config.config_hash, accept) is not None:  # re-check under the lease
+                    lease.release()
+                    continue
+                result = self._train(config, lease, fetch, features, provenance, progress, t0)
+            except TrainingInterrupted:
+                if not lease.lost.is_set():
+                    lease.fail("training was stopped", status="KILLED")
+                    raise
+                result = None
+            except KeyboardInterrupt:
+                lease.fail("interrupted by the user (Ctrl-C)", status="KILLED")
+                raise
+            except BaseException as exc:
+                lease.fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                raise
+            finally:
+                lease.stop_heartbeat()
+            if result is None:
+                # we stalled long enough to be judged dead and another trainer took over: its
+                # model answers (wait for it) instead of failing the request
+                log.warning("%s: the training lease was taken over by another trainer; waiting for its model", config.symbol)
+                into = None
+                continue
+            return self._noted(project_run_id, result)
+
+    # ------------------------------------------------------------------ many at once
+    def iter_models(self, requests: Sequence[ModelRequest], executor: Any = None, *,
+                    progress: Any = None) -> Iterator[ModelOutcome]:
+        """Get many models, yielding each :class:`ModelOutcome` as it finishes (completion
+        order). ``executor``: a :class:`trainkit.executors.LocalExecutor` (default: one after
+        the other in this process). Results from other processes carry ``model=None``."""
+        from trainkit.executors import LocalExecutor
+
+        executor = executor or LocalExecutor(1)
+        if executor.in_process:
+            fn: Callable[[ModelRequest], ModelOutcome] = partial(_outcome, self, progress=progress)
+        else:  # a fresh manager in each worker; no progress bars from several processes
+            fn = partial(_remote_outcome, self.tracking_uri, self.experiment_name)
+        for request, value in executor.map_unordered(fn, list(requests)):
+            if isinstance(value, ModelOutcome):
+                yield value
+            elif isinstance(value, TrainkitError):
+                yield ModelOutcome(request, error=value)
+            else:
+                raise value  # a bug, not a request's failure
+
+    def get_models(self, requests: Sequence[ModelRequest], executor: Any = None, *, load: bool = True) -> list[ModelOutcome]:
+        """:meth:`iter_models`, collected in request order; with ``load``, results from other
+        processes get their model loaded here (a verified cache hit, ~20 ms each)."""
+        outcomes = {id(o.request): o for o in self.iter_models(requests, executor)}
+        out = [outcomes[id(r)] if id(r) in outcomes else _find_outcome(outcomes.values(), r) for r in requests]
+        if load:
+            out = [
+                dataclasses.replace(o, result=dataclasses.replace(o.result, model=self.store.load_bundle(o.result.model_uri).model))
+                if o.result is not None and o.result.model is None else o
+                for o in out
+            ]
+        return out
 
     # ------------------------------------------------------------------ internals
     def _serve_cached(self, config: TrainConfig, t0: float, no_fallback: bool = False) -> ModelResult | None:
-        for rec, run in self._candidates(config):
+        for rec, run in self.store.candidates(config.config_hash):
             if rec.fell_back and no_fallback:
                 continue  # "fail rather than use synthetic data": a synthetic-trained model does not answer
             if rec.fell_back and config.data_source_kind == "yfinance" and self._source_answers(config):
@@ -194,24 +292,19 @@ class TrainingManager:
                 return served
         return None
 
-    def _candidates(self, config: TrainConfig) -> list[tuple[CachedModel, Any]]:
-        from trainkit.store import _record
-
-        return [(_record(r), r) for r in self.store.finished_runs(config.config_hash)]
-
     def _load_record(self, config: TrainConfig, rec: CachedModel, t0: float, run: Any = None) -> ModelResult | None:
         try:
-            model, _bundle = load_bundle(rec.model_uri, store=self.store, run=run)
+            bundle = self.store.load_bundle(rec.model_uri, run=run)
         except (IntegrityError, ModelNotFoundError) as exc:
             self.store.mark_broken(rec.run_id, str(exc))
             return None
         return ModelResult(
-            model=model, model_uri=rec.model_uri, run_id=rec.run_id, config=config, status="cached",
+            model=bundle.model, model_uri=rec.model_uri, run_id=rec.run_id, config=config, status=RequestStatus.CACHED,
             seconds=time.perf_counter() - t0, record=rec, fallback_reason=rec.fallback_reason,
         )
 
     def _source_answers(self, config: TrainConfig) -> bool:
-        """Does the requested source answer again? Asked at most once per process (Decision 8)."""
+        """Does the requested source answer again? Asked at most once per process."""
         key = (config.data_source, config.symbol)
         if key not in self._probed:
             from trainkit.data import DataFetcherFactory
@@ -225,53 +318,43 @@ class TrainingManager:
                 self._probed[key] = False
         return self._probed[key]
 
-    def _train(self, config: TrainConfig, claim: Claim, fetch: Any, features: Any, provenance: DataProvenance,
-               progress: Any, t0: float) -> ModelResult:
-        # a fallback was already announced by the data layer (one warning per symbol, not two)
-        try:  # everything from here on releases the claim on any exit, Ctrl-C included
-            from trainkit.agents import save_sb3, train
+    def _train(self, config: TrainConfig, lease: Lease, fetch: Any, features: Any, provenance: DataProvenance,
+               progress: Any, t0: float) -> ModelResult | None:
+        """Train under ``lease`` and publish; ``None`` when the lease was taken over meanwhile.
+        (A fallback was already announced by the data layer: one warning per symbol, not two.)"""
+        from trainkit.agents import train
+        from trainkit.store.flavor import save_policy
 
-            sink = MlflowMetricsSink(self.store.client, claim.run_id)
-            t_train = time.perf_counter()
-            model = train(config, features, progress=progress, metrics_sink=sink, should_stop=claim.should_stop)
-            train_seconds = time.perf_counter() - t_train
-            sink.flush()
-            with tempfile.TemporaryDirectory(prefix="trainkit-train-") as tmp:
-                zip_path = os.path.join(tmp, "policy.zip")
-                save_sb3(model, zip_path)
-                window = fetch.frame.loc[str(config.start_date): str(config.end_date)]
-                rec = self.store.publish(
-                    claim, config, policy_zip=zip_path, feature_spec=features.spec(), provenance=provenance,
-                    frame=window, obs_dim=int(features.matrix.shape[1]) + 1,
-                    metrics={
-                        "train_seconds": train_seconds,
-                        "train_steps_per_second": config.timesteps / max(train_seconds, 1e-9),
-                        "train_rows": float(len(features)),
-                    },
-                )
-        except KeyboardInterrupt:
-            claim.fail("interrupted by the user (Ctrl-C)", status="KILLED")
-            raise
-        except BaseException as exc:
-            claim.fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            raise
-        if rec.run_id != claim.run_id:  # taken over: serve the other trainer's model
-            served = self._load_record(config, rec, t0)
-            if served is None:
-                raise TrainingInterrupted(f"the claim on {config.symbol} was taken over and the other model is unusable")
-            return served
-        status = "fallback" if provenance.fallback_reason else "trained"
+        sink = self.store.metrics_sink(lease.run_id)
+        t_train = time.perf_counter()
+        model = train(config, features, progress=progress, metrics_sink=sink, should_stop=lease.should_stop)
+        train_seconds = time.perf_counter() - t_train
+        sink.flush()
+        with tempfile.TemporaryDirectory(prefix="trainkit-train-") as tmp:
+            zip_path = os.path.join(tmp, "policy.zip")
+            save_policy(model, zip_path)
+            rec = self.store.publish(
+                lease, config, policy_zip=zip_path, feature_spec=features.spec(), provenance=provenance,
+                frame=fetch.frame.loc[str(config.start_date): str(config.end_date)],
+                obs_dim=int(features.matrix.shape[1]) + 1,
+                metrics={
+                    "train_seconds": train_seconds,
+                    "train_steps_per_second": config.timesteps / max(train_seconds, 1e-9),
+                    "train_rows": float(len(features)),
+                },
+            )
+        if rec is None:
+            return None
+        status = RequestStatus.FALLBACK if provenance.fallback_reason else RequestStatus.TRAINED
         return ModelResult(
             model=model, model_uri=rec.model_uri, run_id=rec.run_id, config=config, status=status,
             seconds=time.perf_counter() - t0, record=rec, fallback_reason=provenance.fallback_reason,
         )
 
     def _can_train_into(self, run_id: str) -> bool:
-        """Decision 3: a miss trains into ``mlflow run``'s project run when that run is in our
-        experiment and holds no model or claim yet (a multi-symbol project run holds one model;
-        the other symbols get runs of their own)."""
-        from trainkit.store import TAG_CLAIM, TAG_HASH, TAG_MODEL_ID
-
+        """A miss trains into ``mlflow run``'s project run when that run is in our experiment
+        and holds no model or lease yet (a multi-symbol project run holds one model; the other
+        symbols get runs of their own)."""
         run = self.store.get_run(run_id)
         tags = run.data.tags
         return (
@@ -280,23 +363,34 @@ class TrainingManager:
             and not any(tags.get(t) for t in (TAG_HASH, TAG_CLAIM, TAG_MODEL_ID))
         )
 
-    def _record_project_run(self, project_run_id: str | None, result: ModelResult) -> None:
+    def _noted(self, project_run_id: str | None, result: ModelResult) -> ModelResult:
         """Under ``mlflow run`` in another experiment: say in the project run which cached run
-        served it (Decision 3). A run without a model never carries ``config_hash``."""
+        served it. A run without a model never carries ``config_hash``."""
         if not project_run_id or project_run_id == result.run_id:
-            return
-        from trainkit.store import TAG_MODEL_ID
-
+            return result
         if self.store.get_run(project_run_id).data.tags.get(TAG_MODEL_ID):
-            return  # it holds a model of its own (trained into it for another symbol)
+            return result  # it holds a model of its own (trained into it for another symbol)
         self.store.tag_run(project_run_id, {
-            "trainkit.model_uri": result.model_uri,
-            "trainkit.model_run_id": result.run_id,
-            "trainkit.cache_hit": "true" if result.cache_hit else "false",
-            "trainkit.symbol": result.config.symbol,
+            TAG_MODEL_URI: result.model_uri,
+            TAG_MODEL_RUN_ID: result.run_id,
+            TAG_CACHE_HIT: "true" if result.cache_hit else "false",
+            TAG_SYMBOL: result.config.symbol,
+        })
+        return result
+
+    def note_backtest(self, project_run_id: str, result: Any) -> None:
+        """Under ``mlflow run -e backtest``: say in the project run where the backtest is."""
+        self.store.tag_run(project_run_id, {
+            TAG_BACKTEST_RUN_ID: result.run_id, TAG_MODEL_URI: result.model_uri,
+            TAG_SOURCE_RUN_ID: result.source_run_id, TAG_SYMBOL: result.symbol,
         })
 
-    # ------------------------------------------------------------------ list / clear
+    # ------------------------------------------------------------------ lookup / list / clear
+    def lookup(self, config: TrainConfig) -> CachedModel | None:
+        """The model that would answer ``config`` now, without loading it or writing anything
+        (``train --dry-run``)."""
+        return self.store.find(config.config_hash)
+
     def list_cached_models(self, symbol: str | None = None) -> list[CachedModel]:
         """trainkit's models in the experiment (newest first), live trainings included as
         status ``training``; models trained on fallback data have status ``fallback``."""
@@ -309,13 +403,13 @@ class TrainingManager:
         config_hash: str | None = None,
         include_registered: bool = False,
     ) -> tuple[list[CachedModel], list[CachedModel]]:
-        """``(to_remove, kept_because_registered)`` for these filters; changes nothing."""
+        """``(to_remove, kept_because_registered)`` for these filters; changes nothing. Fails
+        closed: when the Model Registry cannot be read, registered models cannot be told apart,
+        so this raises (unless ``include_registered``, which removes them anyway)."""
         if config_hash is not None:
-            config_hash = str(config_hash).strip().lower()
-            if not (len(config_hash) == 64 and all(c in "0123456789abcdef" for c in config_hash)):
-                raise ConfigError(f"--config-hash {config_hash!r} must be the full 64-hex-character hash (see trainkit list --json)")
+            config_hash = check_config_hash(config_hash, "--config-hash")
         cutoff = parse_older_than(older_than) if older_than not in (None, "") else None
-        models = [m for m in self.store.list_models(symbol, include_training=False)]
+        models = self.store.list_models(symbol, include_training=False, strict_registry=not include_registered)
         if config_hash:
             models = [m for m in models if m.config_hash == config_hash]
         if cutoff is not None:
@@ -323,6 +417,10 @@ class TrainingManager:
         kept = [m for m in models if m.registered and not include_registered]
         remove = [m for m in models if not (m.registered and not include_registered)]
         return remove, kept
+
+    def delete(self, models: Sequence[CachedModel], purge: bool = False) -> None:
+        """Remove exactly these models (what :meth:`plan_clear` showed; not a re-query)."""
+        self.store.delete(models, purge=purge)
 
     def clear_cache(
         self,
@@ -341,16 +439,12 @@ class TrainingManager:
         for m in kept:
             log.info("kept %s (%s): registered as %s; pass include_registered to remove it", m.run_id, m.symbol, ", ".join(m.registered))
         if not dry_run and remove:
-            self.store.delete(remove, purge=purge)
+            self.delete(remove, purge=purge)
         return remove
 
     # ------------------------------------------------------------------ registry
     def register(self, model_uri: str, name: str | None = None, alias: str | None = None) -> tuple[str, str]:
         """Register a model (``trainkit-<SYMBOL>`` by default) and optionally set an alias."""
-        if name is None:
-            _lm, run = self.store.resolve(model_uri)
-            template = os.environ.get("TRAINKIT_REGISTERED_NAME", "trainkit-{symbol}")
-            name = template.format(symbol=run.data.tags.get("trainkit.symbol", "model"))
         return self.store.register(model_uri, name, alias)
 
 
@@ -370,3 +464,35 @@ def _accept_for(config: TrainConfig, superseded: frozenset[str], source_ok: bool
         return True
 
     return accept
+
+
+def _outcome(manager: TrainingManager, request: ModelRequest, *, progress: Any = None) -> ModelOutcome:
+    """One request in this process; a trainkit error becomes the outcome's error."""
+    try:
+        result = manager.get_config(request.config, force=request.force, no_fallback=request.no_fallback, progress=progress)
+    except TrainkitError as exc:
+        return ModelOutcome(request, error=exc)
+    return ModelOutcome(request, result=result)
+
+
+_worker_managers: dict[tuple[str, str], TrainingManager] = {}
+
+
+def _remote_outcome(tracking_uri: str, experiment_name: str, request: ModelRequest) -> ModelOutcome:
+    """One request in a worker process (one manager per worker, reused across its tasks); the
+    model stays in MLflow and the result travels without it."""
+    key = (tracking_uri, experiment_name)
+    if key not in _worker_managers:
+        _worker_managers[key] = TrainingManager(tracking_uri, experiment_name)
+    outcome = _outcome(_worker_managers[key], request, progress=False)
+    if outcome.result is not None:
+        outcome = dataclasses.replace(outcome, result=dataclasses.replace(outcome.result, model=None))
+    return outcome
+
+
+def _find_outcome(outcomes: Any, request: ModelRequest) -> ModelOutcome:
+    """The outcome of ``request`` among outcomes that came back through pickling (new objects)."""
+    for o in outcomes:
+        if o.request == request:
+            return o
+    raise KeyError(request)  # pragma: no cover - every request yields one outcome

@@ -1,5 +1,5 @@
 """Bad input, table-driven, through the real CLI: every row must end with exit 2 (the command
-line or a value is invalid, Decision 13) or 1 (a runtime failure: the data, the store), exactly
+line or a value is invalid, docs/ARCHITECTURE.md, "Errors and exit codes") or 1 (a runtime failure: the data, the store), exactly
 one ``error: …`` line on stderr saying what is wrong, no traceback, nothing on stdout, and no
 run created, removed or ended in the store (compared run by run, deleted runs included).
 

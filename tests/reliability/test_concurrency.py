@@ -3,7 +3,7 @@
 One race per backend: N=4 ``trainkit train`` processes ask for the same uncached config, all
 released at the same moment by a file barrier (barrier_cli.py: each process does its imports
 first, so the requests reach the store within milliseconds). On sqlite the store is a brand-new
-file (Decision 1: its first migration must survive the race); the other backend is a real
+file (docs/ARCHITECTURE.md, "MLflow pitfalls": its first migration must survive the race); the other backend is a real
 ``mlflow server``, where a fifth process asks for a different config in the same race (on a fresh
 sqlite file the migration lock staggers the processes by seconds, which would blur the timing).
 The outcome is read back with MlflowClient, not through trainkit.
@@ -54,7 +54,7 @@ def _race(root: Path, uri: str, exp: str, *, other_config: bool) -> dict:
 def race_sqlite(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("race-sqlite")
     db = root / "mlflow.db"
-    assert not db.exists()  # brand new (Decision 1)
+    assert not db.exists()  # brand new (docs/ARCHITECTURE.md, "MLflow pitfalls")
     return _race(root, f"sqlite:///{db}", "trainkit", other_config=False)
 
 

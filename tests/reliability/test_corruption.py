@@ -62,7 +62,7 @@ def write_canary_zip(original: bytes, dst: Path, marker: Path) -> None:
 @pytest.mark.slow
 def test_altered_or_missing_model_is_refused_tagged_and_retrained(sqlite_uri: str, tmp_path: Path) -> None:
     import trainkit
-    from trainkit.agents import load_sb3
+    from trainkit.store.flavor import load_policy
     from trainkit.errors import IntegrityError
 
     c = client(sqlite_uri)
@@ -76,7 +76,7 @@ def test_altered_or_missing_model_is_refused_tagged_and_retrained(sqlite_uri: st
     # control: the planted zip does run its canary when SB3 loads it without verification
     control = tmp_path / "control-canary"
     write_canary_zip(original, tmp_path / "control.zip", control)
-    load_sb3(str(tmp_path / "control.zip"), "ppo")
+    load_policy(str(tmp_path / "control.zip"), "ppo")
     assert control.is_dir(), "the canary does not fire: this test would prove nothing"
 
     marker = tmp_path / "canary"

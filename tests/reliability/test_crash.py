@@ -122,7 +122,7 @@ def test_sigkill_mid_training_then_the_next_request_trains(sqlite_uri: str, tmp_
 
 @pytest.mark.slow
 def test_frozen_trainer_that_resumes_after_a_takeover_publishes_nothing(sqlite_uri: str, tmp_path: Path) -> None:
-    """Decision 6: a trainer that stalls (SIGSTOP) long enough to be judged dead is taken over;
+    """docs/ARCHITECTURE.md, "The lease": a trainer that stalls (SIGSTOP) long enough to be judged dead is taken over;
     when it resumes it must notice and publish nothing of its own — one FINISHED model, and
     both processes answer with the taker's URI."""
     import signal

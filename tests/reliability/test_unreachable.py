@@ -18,7 +18,7 @@ COMMANDS = {
     "backtest": ["backtest", "--model-uri", RUN, "--start", "2023-01-02", "--end", "2023-06-30"],
     "register": ["register", "--model-uri", RUN],
 }
-LIMIT = 15.0  # seconds, Python start-up included (Decision 7 allows 10 s for the server to answer)
+LIMIT = 15.0  # seconds, Python start-up included (docs/ARCHITECTURE.md, "MLflow pitfalls" allows 10 s for the server to answer)
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -37,7 +37,7 @@ def test_closed_port_given_by_flag(closed_port_uri: str, tmp_path: Path) -> None
 @pytest.mark.slow
 def test_silent_server_fails_within_the_timeout(tmp_path: Path) -> None:
     """A server that accepts connections and never answers (a hung process, a firewall that
-    drops): reported within the request timeout (Decision 7: 10 s unless the user set
+    drops): reported within the request timeout (docs/ARCHITECTURE.md, "MLflow pitfalls": 10 s unless the user set
     MLFLOW_HTTP_REQUEST_TIMEOUT, here 3 s to keep the test short), not after minutes of retries."""
     import socket
 

@@ -1,6 +1,6 @@
 """Synthetic daily OHLCV: the offline source, and the fallback when Yahoo does not answer.
 
-Design Decision 9: one fixed price path per ``(symbol, data_seed)`` over a fixed business-day
+One fixed price path per ``(symbol, data_seed)`` over a fixed business-day
 calendar (:data:`CALENDAR_START` .. :data:`CALENDAR_END`). A fetch is a slice of that path, so a
 training window, its indicator warm-up and a later backtest all see the same prices, and the same
 request gives the same bytes on any machine: the seed is derived from ``(symbol, data_seed)`` by

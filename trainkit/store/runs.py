@@ -1,0 +1,273 @@
+"""Runs: the training run's life (lease run → published model), backtest and other finished
+runs, tags on project runs, and the metrics sink training reports to.
+
+Everything is written through ``MlflowClient`` calls with explicit run ids (never the fluent
+API, which is per-thread and starts runs of its own), in batches where MLflow allows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from trainkit.config import TrainConfig
+from trainkit.errors import TrainingInterrupted
+from trainkit.store import flavor
+from trainkit.store.connection import dataset_entity, local_dataset_source
+from trainkit.store.contract import (
+    TAG_CLAIM,
+    TAG_DATA_DIGEST,
+    TAG_FALLBACK_REASON,
+    TAG_HASH,
+    TAG_HEARTBEAT,
+    TAG_MODEL_ID,
+    TAG_MODEL_SHA,
+    TAG_MODEL_URI,
+    TAG_NOTE,
+    TAG_SOURCE,
+    TAG_SOURCE_EFFECTIVE,
+    TAG_SYMBOL,
+    TAG_VERSION,
+    RequestStatus,
+    run_model_uri,
+)
+from trainkit.store.records import CachedModel, DataProvenance, record_from_run
+
+log = logging.getLogger("trainkit")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def as_tags(d: dict[str, str]) -> list[Any]:
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, str(v)) for k, v in d.items()]
+
+
+def as_params(d: dict[str, str]) -> list[Any]:
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)[:6000]) for k, v in d.items()]
+
+
+def as_metrics(d: dict[str, float]) -> list[Any]:
+    """Finite values only (MLflow refuses NaN on some backends)."""
+    from mlflow.entities import Metric
+
+    ts = _now_ms()
+    return [Metric(k, float(v), ts, 0) for k, v in d.items() if v is not None and math.isfinite(float(v))]
+
+
+# ----------------------------------------------------------------------------- metrics sink
+class MlflowMetricsSink:
+    """Buffers training metrics and writes them with ``log_batch`` every few seconds, so the
+    UI shows learning curves without a round-trip per step (a few per minute instead).
+    Implements :class:`trainkit.agents.MetricsSink`."""
+
+    def __init__(self, client: Any, run_id: str, flush_seconds: float = 5.0, max_buffer: int = 900) -> None:
+        self._client, self._run_id = client, run_id
+        self._flush_seconds, self._max = flush_seconds, max_buffer
+        self._buf: list[Any] = []
+        self._last = time.monotonic()
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        ts = _now_ms()
+        for k, v in metrics.items():
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(fv):
+                continue
+            key = re.sub(r"[^A-Za-z0-9_\-. /]", "_", k)
+            self._buf.append(Metric(key=key, value=fv, timestamp=ts, step=int(step)))
+        if len(self._buf) >= self._max or time.monotonic() - self._last >= self._flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        buf, self._buf = self._buf, []
+        self._last = time.monotonic()
+        for i in range(0, len(buf), 900):
+            try:
+                self._client.log_batch(self._run_id, metrics=buf[i : i + 900])
+            except Exception as exc:  # metrics are a convenience: never fail training on them
+                log.warning("could not log training metrics to MLflow: %s", str(exc).splitlines()[0])
+                return
+
+
+# ----------------------------------------------------------------------------- training runs
+def lease_tags(config: TrainConfig, provenance: DataProvenance) -> dict[str, str]:
+    """The tags of a training run while it is a lease (no ``config_hash`` yet: a run without a
+    model never carries it)."""
+    from trainkit.store.flavor import trainkit_version
+
+    tags = {
+        TAG_CLAIM: config.config_hash,
+        TAG_HEARTBEAT: f"{time.time():.3f}",
+        TAG_SYMBOL: config.symbol,
+        TAG_SOURCE: config.data_source,
+        TAG_SOURCE_EFFECTIVE: provenance.effective_source,
+        TAG_DATA_DIGEST: provenance.digest,
+        TAG_VERSION: trainkit_version(),
+    }
+    if provenance.fallback_reason:
+        tags[TAG_FALLBACK_REASON] = provenance.fallback_reason
+    return tags
+
+
+def create_training_run(conn: Any, experiment_id: str, config: TrainConfig, provenance: DataProvenance,
+                        project_run_id: str | None = None) -> tuple[str, int, bool]:
+    """Create the RUNNING run that becomes a lease — or adopt ``mlflow run``'s project run,
+    without re-logging the params MLflow already set on it. Returns ``(run_id, start_time_ms,
+    external)``."""
+    tags, params = lease_tags(config, provenance), config.to_params()
+    with conn.errors("creating the training run"):
+        if project_run_id:
+            run = conn.client.get_run(project_run_id)
+            params = {k: v for k, v in params.items() if k not in run.data.params}
+            conn.client.log_batch(project_run_id, tags=as_tags(tags))
+        else:
+            run = conn.client.create_run(experiment_id, run_name=config.run_name(), tags=tags)
+        if params:
+            conn.client.log_batch(run.info.run_id, params=as_params(params))
+    return run.info.run_id, int(run.info.start_time or 0), bool(project_run_id)
+
+
+def publish(conn: Any, experiment_id: str, lease: Any, config: TrainConfig, *, policy_zip: str,
+            feature_spec: dict[str, Any], provenance: DataProvenance, obs_dim: int, frame: Any = None,
+            metrics: dict[str, float] | None = None) -> CachedModel | None:
+    """Log the model under ``model``, then tag the run with ``config_hash`` and mark it
+    FINISHED — in that order, so nothing unfinished is ever served — then drop the lease tags.
+
+    Returns the published record, or ``None`` when the lease was taken over meanwhile (then
+    nothing is published: the taker's model answers the hash)."""
+    run_id, h = lease.run_id, config.config_hash
+    with conn.errors("checking the training lease"):
+        if not lease.is_holder():
+            return None
+    with tempfile.TemporaryDirectory(prefix="trainkit-publish-") as tmp:
+        files = flavor.save_model(tmp, policy_zip=policy_zip, config=config, feature_spec=feature_spec,
+                                  provenance=provenance, obs_dim=obs_dim)
+        with conn.errors("logging the model"):
+            if frame is not None:
+                log_dataset(conn, run_id, config, provenance, frame)
+            if metrics:
+                conn.client.log_batch(run_id, metrics=as_metrics(metrics))
+            model_id, sha = flavor.log_model(conn, experiment_id, run_id, config, files, obs_dim)
+    with conn.errors("checking the training lease"):
+        still_mine = lease.is_holder()
+    if not still_mine:
+        try:
+            conn.client.delete_logged_model(model_id)
+        except Exception as exc:  # an orphan LoggedModel is harmless: its run never carries config_hash
+            log.debug("could not delete the orphan model %s: %s", model_id, exc)
+        return None
+    lease.stop_heartbeat()
+    with conn.errors("finishing the training run"):
+        conn.client.log_batch(run_id, tags=as_tags({
+            TAG_MODEL_SHA: sha,
+            TAG_MODEL_ID: model_id,
+            TAG_MODEL_URI: run_model_uri(run_id),
+            TAG_NOTE: description(config, provenance, model_id),
+            TAG_HASH: h,
+        }))
+        # FINISHED before the lease tags go, so a waiting process sees either the live lease or
+        # the model, never neither; FINISHED even for `mlflow run`'s project run (mlflow ends
+        # it again when the process exits)
+        conn.client.set_terminated(run_id, status="FINISHED")
+        lease.drop_tags()
+        run = conn.client.get_run(run_id)
+    return record_from_run(run)
+
+
+def taken_over(config: TrainConfig) -> TrainingInterrupted:
+    return TrainingInterrupted(f"the claim on {config.symbol} ({config.config_hash[:8]}) was taken over by another trainer")
+
+
+def result_status(provenance: DataProvenance) -> str:
+    """The :class:`RequestStatus` of a request that just trained on ``provenance``."""
+    return RequestStatus.FALLBACK if provenance.fallback_reason else RequestStatus.TRAINED
+
+
+def log_dataset(conn: Any, run_id: str, config: TrainConfig, provenance: DataProvenance, frame: Any) -> None:
+    """The training window's prices as the run's dataset input (the UI's Datasets panel)."""
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.entities import DatasetInput, InputTag
+
+    kind = provenance.effective_source.split(":", 1)[0]
+    name = f"{config.symbol} {config.train_start}..{config.train_end} ({kind})"
+    ds = from_pandas(frame.reset_index(), source=dataset_source(config, provenance), name=name[:500],
+                     digest=provenance.digest[:32])
+    conn.client.log_inputs(
+        run_id, datasets=[DatasetInput(dataset_entity(ds), tags=[InputTag("mlflow.data.context", "training")])]
+    )
+
+
+def dataset_source(config: TrainConfig, provenance: DataProvenance) -> Any:
+    """An explicit MLflow dataset source (a bare string is ambiguous to MLflow)."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    kind, _, path = provenance.effective_source.partition(":")
+    if kind == "csv":
+        return local_dataset_source(path) or CodeDatasetSource(tags={"csv": path, "symbol": config.symbol})
+    if kind == "yfinance":
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+        return HTTPDatasetSource(f"https://finance.yahoo.com/quote/{config.symbol}/history")
+    return CodeDatasetSource(tags={"generator": "trainkit.data.synthetic", "symbol": config.symbol,
+                                   "data_seed": str(config.data_seed)})
+
+
+def description(config: TrainConfig, provenance: DataProvenance, model_id: str) -> str:
+    """The run's description (Markdown, shown in the MLflow UI)."""
+    lines = [
+        f"### {config.symbol} — {config.algo.upper()} trained by trainkit {flavor.trainkit_version()}",
+        "",
+        f"* window: **{config.train_start} → {config.train_end}**, {config.timesteps:,} timesteps, "
+        f"{config.feature_count} features, seed {config.seed}",
+        f"* data: requested **{provenance.requested_source}**, used **{provenance.effective_source}** "
+        f"(sha256 `{provenance.digest[:16]}…`)",
+        f"* config hash: `{config.config_hash}`",
+        f"* model: `runs:/<this run>/model` = `models:/{model_id}`",
+    ]
+    if provenance.fallback_reason:
+        lines[1:1] = [
+            "",
+            f"> **⚠ WARNING: trained on SYNTHETIC fallback data**, not on {provenance.requested_source}: "
+            f"{provenance.fallback_reason}. Do not use it for real decisions; trainkit retrains it when the source answers again.",
+        ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- other runs
+def log_finished_run(conn: Any, experiment_id: str, *, run_name: str, params: dict[str, str],
+                     metrics: dict[str, float], tags: dict[str, str], artifacts: dict[str, str] | None = None,
+                     input_model_ids: Sequence[str] | None = None) -> str:
+    """Log a complete, FINISHED run (a backtest, a walk-forward fold). Returns its run id.
+    ``input_model_ids``: LoggedModels the run used, logged as its inputs (MLflow 3 lineage:
+    the UI shows the model on the run and the run on the model). A failure ends it FAILED."""
+    with conn.errors("logging a run"):
+        run = conn.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        rid = run.info.run_id
+        try:
+            conn.client.log_batch(rid, params=as_params(params), metrics=as_metrics(metrics))
+            if input_model_ids:
+                from mlflow.entities import LoggedModelInput
+
+                conn.client.log_inputs(rid, models=[LoggedModelInput(m) for m in input_model_ids])
+            for path in (artifacts or {}).values():
+                conn.client.log_artifact(rid, path)
+        except BaseException:
+            conn.client.set_terminated(rid, status="FAILED")
+            raise
+        conn.client.set_terminated(rid, status="FINISHED")
+    return rid
