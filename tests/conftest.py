@@ -18,11 +18,32 @@ import pytest
 from support import FAST, FAST_CLI, PYTHON, REPO, free_port, run_cli  # noqa: E402,F401
 
 
+@pytest.fixture(scope="session", autouse=True)
+def closed_yahoo_proxy():
+    """``http://127.0.0.1:<port>`` where nothing listens, for the whole session, set as
+    TRAINKIT_YF_PROXY from the start (so module-scoped fixtures see it too). The port is held by
+    a bound socket that never listens: connecting is refused at once, and no other process (an
+    mlflow server picking a free port) can take it."""
+    import socket
+
+    with socket.socket() as sock, pytest.MonkeyPatch.context() as mp:
+        sock.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        mp.setenv("TRAINKIT_YF_PROXY", proxy)
+        yield proxy
+
+
 @pytest.fixture(autouse=True)
-def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test touches the user's caches, the repo's mlflow.db or the network's patience."""
+def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, closed_yahoo_proxy: str) -> None:
+    """No test touches the user's caches, the repo's mlflow.db or the network's patience, and
+    Yahoo is unreachable on purpose: every yfinance request (in this process and in the
+    ``python -m trainkit`` / ``mlflow run`` subprocesses, which inherit the environment) goes
+    through TRAINKIT_YF_PROXY, a closed port, and is refused at once. MLflow ignores that
+    variable. A test that wants Yahoo to answer says so: a recorded session, a filled download
+    cache, or ``monkeypatch.delenv("TRAINKIT_YF_PROXY")`` for the real thing."""
     cache = tmp_path_factory.mktemp("tk-cache")
     monkeypatch.setenv("TRAINKIT_CACHE_DIR", str(cache))
+    monkeypatch.setenv("TRAINKIT_YF_PROXY", closed_yahoo_proxy)
     monkeypatch.setenv("TRAINKIT_CLAIM_SETTLE", "0.3")
     monkeypatch.setenv("TRAINKIT_YF_TIMEOUT", "5")
     monkeypatch.setenv("MLFLOW_ENABLE_ASYNC_LOGGING", "false")

@@ -1,7 +1,10 @@
-"""Fallback honesty: a yfinance request made offline (the real yfinance call: Yahoo is not
-reachable from here) trains on synthetic data and says so everywhere — run tags, the console,
-``list --json``, and again when the fallback model is served from the cache; ``--no-fallback``
-turns it into an error that creates nothing."""
+"""Fallback honesty: a yfinance request Yahoo does not answer trains on synthetic data and says
+so everywhere — run tags, the console, ``list --json``, and again when the fallback model is
+served from the cache; ``--no-fallback`` turns it into an error that creates nothing.
+
+Yahoo is unreachable ON PURPOSE, on any machine: tests/conftest.py points ``TRAINKIT_YF_PROXY``
+at a closed port on 127.0.0.1 and the CLI subprocesses inherit it, so the real yfinance call is
+refused at once (each test checks that this is why it failed)."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ def test_offline_yfinance_falls_back_and_says_so(sqlite_uri: str, tmp_path: Path
     tags = client(sqlite_uri).get_run(run_id).data.tags
     assert tags["trainkit.data_source"] == "yfinance"
     assert tags["trainkit.data_source_effective"] == "synthetic"
-    assert tags.get("trainkit.fallback_reason"), tags
+    assert "TRAINKIT_YF_PROXY" in tags.get("trainkit.fallback_reason", ""), tags  # refused on purpose
     assert "SYNTHETIC" in tags.get("mlflow.note.content", ""), "the run's description does not warn"
 
     res = cli("list", "--json", env=env, cwd=tmp_path)
@@ -49,5 +52,5 @@ def test_no_fallback_is_an_error_and_creates_nothing(sqlite_uri: str, tmp_path: 
     before = snapshot(sqlite_uri) if Path(sqlite_uri.split("sqlite:///", 1)[1]).exists() else {}
     res = cli("train", "--symbols", "FBKN", *WINDOW_CLI, *FAST_CLI, "--no-fallback",
               env={"MLFLOW_TRACKING_URI": sqlite_uri}, cwd=tmp_path)
-    assert_clean_failure(res, 1, "yfinance", "fallback")
+    assert_clean_failure(res, 1, "yfinance", "fallback", "TRAINKIT_YF_PROXY")
     assert snapshot(sqlite_uri) == before

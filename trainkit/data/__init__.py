@@ -2,7 +2,8 @@
 
 Every source returns the same clean frame (see :mod:`trainkit.data.base`). Callers normally use
 :meth:`DataFetcherFactory.fetch`, which also handles the fallback from yfinance to synthetic data
-and reports what was actually used (:class:`FetchResult`).
+and reports what was actually used (:class:`FetchResult`); :func:`cached_digest` tells, without
+the network, whether the data of a window are still the ones a model was trained on.
 
 Importing this package imports pandas and numpy, never yfinance (only a live fetch does).
 """
@@ -18,9 +19,14 @@ from trainkit.data.base import (
     validate_ohlcv,
 )
 from trainkit.data.csv import CsvFetcher
-from trainkit.data.factory import DataFetcherFactory, FetchResult, canonical_source
+from trainkit.data.factory import (
+    DataFetcherFactory,
+    FetchResult,
+    cached_digest,
+    canonical_source,
+)
 from trainkit.data.synthetic import SyntheticFetcher, synthetic_ohlcv
-from trainkit.data.yahoo import YahooFetcher
+from trainkit.data.yahoo import DownloadCache, YahooFetcher
 
 __all__ = [
     "MIN_ROWS",
@@ -28,9 +34,11 @@ __all__ = [
     "CsvFetcher",
     "DataFetcher",
     "DataFetcherFactory",
+    "DownloadCache",
     "FetchResult",
     "SyntheticFetcher",
     "YahooFetcher",
+    "cached_digest",
     "canonical_source",
     "frame_digest",
     "slice_window",

@@ -16,18 +16,31 @@ The file is one instrument (the symbol is a label, except as below). What is acc
   columns, an unparseable date, a duplicate date, a missing or non-numeric value, a non-positive
   price, too few rows in the window — is a :class:`~trainkit.errors.DataError` naming the file.
   A broken CSV never falls back to another source: the user asked for *this* file.
+
+Parsed files are cached per process on their *content* (the sha256 of the bytes, the same
+:func:`trainkit.config.file_sha256` that names the file in the config hash), never on the file's
+modification time or size: an edit is seen at once, however quickly it follows the last read.
+The hash is taken again after parsing; a file that changed while it was read is read again.
+``CsvFetcher(path, sha256=...)`` also refuses content other than the one a config was hashed on.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import os
+import threading
+from collections import OrderedDict
 
 import pandas as pd
 
-from trainkit.config import validate_symbol
-from trainkit.data.base import canonical_name, check_window, slice_window, to_date_index, validate_ohlcv
+from trainkit.config import file_sha256, validate_symbol
+from trainkit.data.base import (
+    canonical_name,
+    check_window,
+    slice_window,
+    to_date_index,
+    validate_ohlcv,
+)
 from trainkit.errors import DataError
 
 _DATE_NAMES = ("date", "datetime", "timestamp", "time")
@@ -87,9 +100,38 @@ def _parse_dates(values: pd.Series, label: str, column: str) -> pd.DatetimeIndex
     return to_date_index(pd.DatetimeIndex(parsed), label)
 
 
-@functools.lru_cache(maxsize=16)
-def _load(path: str, mtime_ns: int, size: int, symbol: str) -> pd.DataFrame:
-    """The whole file, validated; cached per process by (path, mtime, size, symbol)."""
+#: Parsed files kept per process, keyed on (path, content sha256, symbol); least recently used goes.
+_CACHE_SIZE = 16
+_cache: OrderedDict[tuple[str, str, str], pd.DataFrame] = OrderedDict()
+_cache_lock = threading.Lock()
+#: Reads of a file that keeps changing while it is read, before giving up.
+_ATTEMPTS = 3
+
+
+def _cached(key: tuple[str, str, str]) -> pd.DataFrame | None:
+    with _cache_lock:
+        frame = _cache.get(key)
+        if frame is not None:
+            _cache.move_to_end(key)
+        return frame
+
+
+def _remember(key: tuple[str, str, str], frame: pd.DataFrame) -> None:
+    with _cache_lock:
+        _cache[key] = frame
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+def clear_cache() -> None:
+    """Forget every parsed file (tests; a long-lived process that wants to free memory)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _parse(path: str, symbol: str) -> pd.DataFrame:
+    """The whole file, validated (no caching)."""
     label = f"CSV {path}"
     raw = _read(path)
     sym_cols = [c for c in raw.columns if canonical_name(c) in _SYMBOL_NAMES]
@@ -112,28 +154,47 @@ class CsvFetcher:
 
     name = "csv"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, sha256: str | None = None) -> None:
         if not isinstance(path, str) or not path.strip():
             raise DataError("csv data source needs a file path, e.g. csv:prices/AAPL.csv")
         self.path = os.path.abspath(os.path.expanduser(path.strip()))
+        self.expected_sha256 = sha256.lower() if sha256 else None
 
     @property
     def source(self) -> str:
         """The canonical source string, ``csv:/absolute/path``."""
         return f"csv:{self.path}"
 
-    def load(self, symbol: str) -> pd.DataFrame:
-        """The whole file as a clean frame (a copy)."""
-        sym = validate_symbol(symbol)
+    def sha256(self) -> str:
+        """The sha256 of the file's content now (``DataError`` if it cannot be read)."""
         try:
-            st = os.stat(self.path)
+            if os.path.isdir(self.path):
+                raise DataError(f"CSV {self.path}: is a directory, not a file")
+            return file_sha256(self.path)
         except FileNotFoundError:
             raise DataError(f"CSV file not found: {self.path}") from None
         except OSError as exc:
             raise DataError(f"CSV {self.path}: cannot be read ({exc.strerror or exc})") from None
-        if os.path.isdir(self.path):
-            raise DataError(f"CSV {self.path}: is a directory, not a file")
-        return _load(self.path, st.st_mtime_ns, st.st_size, sym).copy()
+
+    def load(self, symbol: str) -> pd.DataFrame:
+        """The whole file as a clean frame (a copy), parsed once per content."""
+        sym = validate_symbol(symbol)
+        for _ in range(_ATTEMPTS):
+            digest = self.sha256()
+            if self.expected_sha256 is not None and digest != self.expected_sha256:
+                raise DataError(
+                    f"CSV {self.path}: the file changed since its hash was taken "
+                    f"(sha256 {self.expected_sha256[:12]}… expected, {digest[:12]}… now)"
+                )
+            key = (self.path, digest, sym)
+            frame = _cached(key)
+            if frame is not None:
+                return frame.copy()
+            frame = _parse(self.path, sym)
+            if self.sha256() == digest:  # not rewritten while it was parsed
+                _remember(key, frame)
+                return frame.copy()
+        raise DataError(f"CSV {self.path}: the file kept changing while it was read; try again when it is written")
 
     def fetch(self, symbol: str, start: _dt.date, end: _dt.date) -> pd.DataFrame:
         s, e = check_window(start, end)
@@ -141,4 +202,5 @@ class CsvFetcher:
         return slice_window(frame, s, e, f"CSV {self.path}")
 
     def __repr__(self) -> str:
-        return f"CsvFetcher({self.path!r})"
+        extra = f", sha256={self.expected_sha256!r}" if self.expected_sha256 else ""
+        return f"CsvFetcher({self.path!r}{extra})"

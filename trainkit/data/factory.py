@@ -8,9 +8,13 @@ everything the MLflow tags record. The fallback is loud: a warning on the ``trai
 and the reason in the result. A CSV never falls back (the user's own file is broken: that is
 an error to fix, not to paper over), and synthetic data has nothing to fall back to.
 
+:func:`cached_digest` answers "what digest would that fetch have today?" without the network
+(the local download cache, the file, or the synthetic generator), so a cache hit can tell the
+user that a model's training data have changed since it was trained.
+
 ``DataFetcherFactory.probe`` answers "does the requested source deliver now?" once per process
 per (source, symbol), so a model trained on fallback data can be retrained once Yahoo is back
-(Design Decision 8) without re-asking on every cache hit.
+(docs/ARCHITECTURE.md, "The cache") without re-asking on every cache hit.
 """
 
 from __future__ import annotations
@@ -74,16 +78,19 @@ class DataFetcherFactory:
     _probe_lock = threading.Lock()
 
     @staticmethod
-    def create(source: str, *, data_seed: int | None = None, timeout: float | None = None) -> DataFetcher:
+    def create(
+        source: str, *, data_seed: int | None = None, timeout: float | None = None, csv_sha256: str | None = None
+    ) -> DataFetcher:
         """A fetcher for ``"yfinance"``, ``"synthetic"`` or ``"csv:<path>"``. ``data_seed``
         applies to synthetic data (``None``: the symbol's default), ``timeout`` to yfinance
-        (``None``: ``TRAINKIT_YF_TIMEOUT`` or 10 s)."""
+        (``None``: ``TRAINKIT_YF_TIMEOUT`` or 10 s), ``csv_sha256`` to a CSV (``DataError`` when
+        the file's content is not that one any more, e.g. the config's ``csv_sha256``)."""
         kind, path = parse_data_source(source)
         if kind == "yfinance":
             return YahooFetcher(timeout=timeout)
         if kind == "synthetic":
             return SyntheticFetcher(data_seed=data_seed)
-        return CsvFetcher(path)  # type: ignore[arg-type]
+        return CsvFetcher(path, sha256=csv_sha256)  # type: ignore[arg-type]
 
     @classmethod
     def fetch(
@@ -96,15 +103,17 @@ class DataFetcherFactory:
         data_seed: int | None = None,
         no_fallback: bool = False,
         timeout: float | None = None,
+        csv_sha256: str | None = None,
     ) -> FetchResult:
         """Fetch ``[start, end]`` of ``symbol`` from ``source``; when yfinance fails, use the
         synthetic path of ``(symbol, data_seed or default_data_seed(symbol))`` instead, log a
         warning and say why in the result. ``no_fallback=True`` makes that failure a
-        ``DataError``. Errors of CSV and synthetic sources are raised as they are."""
+        ``DataError``. Errors of CSV and synthetic sources are raised as they are;
+        ``csv_sha256`` pins a CSV's content (see :meth:`create`)."""
         requested = canonical_source(source)
         sym = validate_symbol(symbol)
         s, e = check_window(start, end)
-        fetcher = cls.create(requested, data_seed=data_seed, timeout=timeout)
+        fetcher = cls.create(requested, data_seed=data_seed, timeout=timeout, csv_sha256=csv_sha256)
         try:
             frame = fetcher.fetch(sym, s, e)
         except DataError as exc:
@@ -156,3 +165,36 @@ class DataFetcherFactory:
         """Forget every probe answer (tests; a long-lived process that wants to ask again)."""
         with cls._probe_lock:
             cls._probes.clear()
+
+
+def cached_digest(
+    source: str, symbol: str, start: _dt.date, end: _dt.date, data_seed: int | None = None
+) -> str | None:
+    """The :func:`~trainkit.data.base.frame_digest` that ``DataFetcherFactory.fetch(source,
+    symbol, start, end, data_seed=data_seed).digest`` would have today when ``source``
+    delivers, computed WITHOUT any network call:
+
+    * ``yfinance``: from the local download cache only (its stored rows, the ones a fetch
+      serves: see :mod:`trainkit.data.yahoo`); ``None`` when the cache does not cover the window.
+    * ``csv:PATH``: from the file as it is now.
+    * ``synthetic``: from the generator (deterministic for ``(symbol, data_seed)``; ``None``
+      means the symbol's default seed).
+
+    ``None`` also when the data cannot be read or the window has too few rows (the fetch would
+    fail; there is nothing to compare). For a model, pass the source that delivered its data
+    (tag ``trainkit.data_source_effective``: a fallback model's digest is the synthetic one),
+    its ``data_seed`` and the window it was fetched for (``warmup_start(train_start)..train_end``),
+    and compare with its ``trainkit.data_digest``. ``ConfigError`` for an invalid source,
+    symbol or window."""
+    requested = canonical_source(source)
+    sym = validate_symbol(symbol)
+    s, e = check_window(start, end)
+    try:
+        if requested == "yfinance":
+            frame = YahooFetcher().cached(sym, s, e)
+        else:
+            frame = DataFetcherFactory.create(requested, data_seed=data_seed).fetch(sym, s, e)
+    except DataError as exc:
+        log.debug("no local digest of %s %s %s..%s (%s)", requested, sym, s, e, exc)
+        return None
+    return None if frame is None else frame_digest(frame)
