@@ -5,16 +5,17 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 SYMBOL ?= AAPL
 
-.PHONY: install train test test-fast bench clean-store
+.PHONY: install train test test-fast bench calibrate clean-store
 
 install: $(STAMP)
 
 # torch first, pinned to the CPU wheel on this disk: letting stable-baselines3 pull it in
 # would download a multi-GB CUDA build. Everything else is pinned by requirements.lock.
+# Extras: test (pytest, psycopg for the PostgreSQL-backed mlflow server of tests/team) and ray.
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c requirements.lock -e ".[test]"
+	$(PIP) install -q -c requirements.lock -e ".[test,ray]"
 	touch $(STAMP)
 
 train: install
@@ -28,6 +29,9 @@ test-fast: install
 
 bench: install
 	$(PY) bench/run.py
+
+calibrate: install
+	$(PY) bench/calibrate.py
 
 clean-store:
 	rm -rf mlruns mlflow.db mlflow.db.lock
