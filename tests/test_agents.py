@@ -247,7 +247,7 @@ _CHILD = textwrap.dedent(
 
 
 def test_same_config_same_actions_in_two_fresh_processes() -> None:
-    """docs/ARCHITECTURE.md, "MLflow pitfalls": the hash means the same weights everywhere, whatever threads the caller set."""
+    """docs/ARCHITECTURE.md, "Threads": the hash means the same weights everywhere, whatever threads the caller set."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     procs = [
         subprocess.Popen([sys.executable, "-c", _CHILD, threads], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -9,6 +9,7 @@ served. Training is a pure function of the config, so a hash always means the sa
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import logging
 import os
 import tempfile
@@ -29,6 +30,7 @@ from trainkit.store import (
     CachedModel,
     DataProvenance,
     Lease,
+    ModelStatus,
     ModelStore,
     RequestStatus,
     check_config_hash,
@@ -90,6 +92,70 @@ class ModelOutcome:
     @property
     def exit_code(self) -> int:
         return 0 if self.error is None else int(getattr(self.error, "exit_code", 1))
+
+
+@dataclass(frozen=True)
+class ConfigDiff:
+    """One field in which a cached config differs from a request."""
+
+    field: str
+    cached: str
+    requested: str
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.cached} → {self.requested}"
+
+
+@dataclass(frozen=True)
+class NearMiss:
+    """A cached model of the same symbol and the fields that keep it from answering."""
+
+    model: CachedModel
+    differences: tuple[ConfigDiff, ...]
+
+
+@dataclass(frozen=True)
+class NotServed:
+    """A run that carries the hash (or a lease on it) but does not answer it, and why."""
+
+    run_id: str
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a request is (not) a cache hit: what :meth:`TrainingManager.explain` found."""
+
+    config: TrainConfig
+    answer: CachedModel | None  # the model a request would be served now
+    note: str | None  # a caveat about the answer (fallback data, prices changed since)
+    not_served: tuple[NotServed, ...]
+    nearest: tuple[NearMiss, ...]  # when nothing answers: cached configs of the symbol, nearest first
+    data_changed: bool | None = None  # the answer's prices differ today from its recorded digest
+
+    @property
+    def cached(self) -> bool:
+        return self.answer is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "symbol": self.config.symbol,
+            "config_hash": self.config.config_hash,
+            "cached": self.cached,
+            "model_uri": self.answer.model_uri if self.answer else None,
+            "run_id": self.answer.run_id if self.answer else None,
+            "status": self.answer.status if self.answer else None,
+            "note": self.note,
+            "data_changed": self.data_changed,
+            "not_served": [dataclasses.asdict(n) for n in self.not_served],
+            "nearest": [
+                {"run_id": n.model.run_id, "model_uri": n.model.model_uri, "config_hash": n.model.config_hash,
+                 "differences": [dataclasses.asdict(d) for d in n.differences]}
+                for n in self.nearest
+            ],
+            "config": self.config.to_dict(),
+        }
 
 
 class TrainingManager:
@@ -284,6 +350,12 @@ class TrainingManager:
                 return None
             served = self._load_record(config, rec, t0, run)
             if served is not None:
+                if self.data_changed(rec):
+                    log.warning(
+                        "%s: the prices of the cached model's training window differ today from the ones it was "
+                        "trained on (digest %s…); pass --force (force=True) to retrain on today's prices",
+                        config.symbol, rec.data_digest[:12],
+                    )
                 if rec.fell_back:
                     log.warning(
                         "%s: serving a model trained on SYNTHETIC fallback data (%s is still unavailable: %s)",
@@ -385,6 +457,84 @@ class TrainingManager:
             TAG_SOURCE_RUN_ID: result.source_run_id, TAG_SYMBOL: result.symbol,
         })
 
+    # ------------------------------------------------------------------ explain
+    def explain(self, config: TrainConfig, *, no_fallback: bool = False, nearest: int = 3) -> Explanation:
+        """Why ``config`` is or is not a cache hit — read-only: it asks only the tracking store
+        and the local download cache (never the network), trains nothing and writes nothing.
+
+        The answer is the model a request would be served now. ``not_served`` lists every run
+        with the hash that would not answer, with the reason (broken, deleted, unfinished,
+        trained on fallback data while the source answers, a lease). When nothing answers,
+        ``nearest`` are the cached configs of the symbol with the fewest differing fields."""
+        from trainkit.data import cached_digest
+        from trainkit.features import warmup_start
+
+        h = config.config_hash
+        not_served = [NotServed(r.info.run_id, r.info.status, why) for r, why in self.store.catalog.unservable(h)]
+        answer: CachedModel | None = None
+        note: str | None = None
+        for rec, _run in self.store.candidates(h):
+            if answer is not None:
+                not_served.append(NotServed(rec.run_id, "FINISHED", f"run {answer.run_id} answers first "
+                                            "(a model on the requested source first, then the newest)"))
+                continue
+            if rec.fell_back and no_fallback:
+                not_served.append(NotServed(rec.run_id, "FINISHED", "trained on synthetic fallback data, and "
+                                            "--no-fallback refuses it"))
+                continue
+            if rec.fell_back and config.data_source_kind == "yfinance":
+                local = cached_digest("yfinance", config.symbol, warmup_start(config.start_date), config.end_date)
+                if local is not None:
+                    not_served.append(NotServed(rec.run_id, "FINISHED", "trained on synthetic fallback data, and "
+                                                "Yahoo's prices for the window are in the local download cache now: "
+                                                "the next request retrains on them"))
+                    continue
+                note = (f"trained on SYNTHETIC fallback data ({rec.fallback_reason}); the next request asks "
+                        f"{config.data_source} once and retrains if it answers")
+            answer = rec
+        changed = self.data_changed(answer) if answer is not None else None
+        if changed:
+            note = ((note + "; ") if note else "") + ("its training prices differ today from the digest recorded on "
+                                                     "the model: --force retrains on today's prices")
+        near: list[NearMiss] = []
+        if answer is None and nearest > 0:
+            wanted = config.to_params()
+            scored = []
+            for run in self.store.catalog.model_runs(config.symbol):
+                diffs = _differences(run.data.params, wanted)
+                if diffs:
+                    scored.append((len(diffs), -(run.info.start_time or 0), run.info.run_id, run, diffs))
+            scored.sort(key=lambda t: t[:3])
+            from trainkit.store import record_from_run
+
+            near = [NearMiss(record_from_run(t[3]), tuple(t[4])) for t in scored[:nearest]]
+        return Explanation(config=config, answer=answer, note=note, not_served=tuple(not_served),
+                           nearest=tuple(near), data_changed=changed)
+
+    def data_changed(self, rec: CachedModel, _memo: dict | None = None) -> bool | None:
+        """Do the prices of ``rec``'s training window differ today from the digest recorded on
+        it? Offline: the CSV as it is now, the local Yahoo download cache, the synthetic
+        generator. ``None`` when it cannot be told without the network (window not cached)."""
+        from trainkit.data import cached_digest
+        from trainkit.features import warmup_start
+
+        if not rec.data_digest or not rec.train_start or not rec.train_end:
+            return None
+        source = rec.data_source_effective or rec.data_source
+        key = (source, rec.symbol, rec.train_start, rec.train_end, rec.data_seed)
+        if _memo is not None and key in _memo:
+            local = _memo[key]
+        else:
+            try:
+                local = cached_digest(source, rec.symbol, warmup_start(rec.train_start),
+                                      _dt.date.fromisoformat(rec.train_end), rec.data_seed)
+            except TrainkitError as exc:
+                log.debug("cannot check the data of %s: %s", rec.run_id, exc)
+                local = None
+            if _memo is not None:
+                _memo[key] = local
+        return None if local is None else local != rec.data_digest
+
     # ------------------------------------------------------------------ lookup / list / clear
     def lookup(self, config: TrainConfig) -> CachedModel | None:
         """The model that would answer ``config`` now, without loading it or writing anything
@@ -393,8 +543,12 @@ class TrainingManager:
 
     def list_cached_models(self, symbol: str | None = None) -> list[CachedModel]:
         """trainkit's models in the experiment (newest first), live trainings included as
-        status ``training``; models trained on fallback data have status ``fallback``."""
-        return self.store.list_models(symbol)
+        status ``training``; models trained on fallback data have status ``fallback``.
+        ``data_changed`` says whether a model's training prices differ today from the digest
+        recorded on it (checked offline; ``None`` when that needs the network)."""
+        memo: dict = {}
+        return [m if m.status == ModelStatus.TRAINING else dataclasses.replace(m, data_changed=self.data_changed(m, memo))
+                for m in self.store.list_models(symbol)]
 
     def plan_clear(
         self,
@@ -496,3 +650,23 @@ def _find_outcome(outcomes: Any, request: ModelRequest) -> ModelOutcome:
         if o.request == request:
             return o
     raise KeyError(request)  # pragma: no cover - every request yields one outcome
+
+
+def _differences(cached: dict[str, str], wanted: dict[str, str]) -> list[ConfigDiff]:
+    """The fields in which a cached run's params differ from a request's (both
+    :meth:`TrainConfig.to_params`), named as a user reads them."""
+    out: list[ConfigDiff] = []
+    csv = cached.get("data_source", "").startswith("csv:") and wanted.get("data_source", "").startswith("csv:")
+    fields = set(TrainConfig.__dataclass_fields__)
+    keys = set(wanted) | {k for k in cached if k in fields or k.startswith("hp.")}  # not MLflow's own params
+    for key in sorted(keys):
+        a, b = cached.get(key, "(none)"), wanted.get(key, "(none)")
+        if a == b or (csv and key == "data_source"):  # a CSV counts by content, not by path
+            continue
+        if key == "csv_sha256":
+            out.append(ConfigDiff("data csv sha256", a[:8] + "…", b[:8] + "…"))
+        elif key.startswith("hp."):
+            out.append(ConfigDiff("hyperparameters." + key[3:], a, b))
+        else:
+            out.append(ConfigDiff(key, a, b))
+    return out

@@ -59,7 +59,7 @@ def test_list_and_clear_see_only_trainkit_runs(sqlite_uri: str, tmp_path: Path) 
     assert c.get_run(model.run_id).info.lifecycle_stage == "deleted"
     exp_id = c.get_experiment_by_name("trainkit").experiment_id
     assert model.record.model_id not in [m.model_id for m in c.search_logged_models(experiment_ids=[exp_id])], \
-        "clear left the run's LoggedModel loadable (docs/ARCHITECTURE.md, "MLflow pitfalls")"
+        "clear left the run's LoggedModel loadable (docs/ARCHITECTURE.md, 'MLflow pitfalls')"
     assert TrainingManager(sqlite_uri).list_cached_models() == []
 
 

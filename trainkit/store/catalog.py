@@ -140,6 +140,16 @@ class Catalog:
         out.sort(key=lambda m: (m.created, m.run_id), reverse=True)
         return out
 
+    def model_runs(self, symbol: str) -> list[Any]:
+        """The FINISHED model runs of ``symbol`` (trainkit's, newest first), with their params:
+        what ``explain`` compares a request with."""
+        exp = self._existing()
+        if exp is None:
+            return []
+        runs = self.conn.search(
+            [exp], f"tags.`{TAG_SYMBOL}` = {quote(validate_symbol(symbol))} and attributes.status = 'FINISHED'")
+        return [r for r in runs if is_model_run(r) and not r.data.tags.get(TAG_BROKEN)]
+
     def mark_broken(self, run_id: str, reason: str) -> None:
         """Tag a run whose model failed verification: kept for inspection, never served."""
         log.warning("cached model of run %s is unusable and will be retrained: %s", run_id, reason)

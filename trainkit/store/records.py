@@ -17,6 +17,7 @@ from trainkit import settings
 from trainkit.store.contract import (
     CLAIM_STATE_TRAINING,
     PARAM_ALGO,
+    PARAM_DATA_SEED,
     PARAM_DATA_SOURCE,
     PARAM_FEATURE_COUNT,
     PARAM_SYMBOL,
@@ -64,6 +65,7 @@ class CachedModel:
     run_name: str
     registered: tuple[str, ...] = ()
     data_digest: str = ""  # sha256 of the prices it was trained on (TAG_DATA_DIGEST)
+    data_seed: int | None = None  # the synthetic seed of its config (param)
     data_changed: bool | None = None  # do today's local prices of its window differ? None: not checked
 
     @property
@@ -137,6 +139,7 @@ def record_from_run(run: Any, status: str | None = None, registered: tuple[str, 
         run_name=run.info.run_name or "",
         registered=registered,
         data_digest=tags.get(TAG_DATA_DIGEST, ""),
+        data_seed=_int_or_none(params.get(PARAM_DATA_SEED)),
     )
 
 

@@ -108,7 +108,7 @@ def setup_logging(verbose: int) -> None:
 
 
 @contextlib.contextmanager
-def _stdout_for(json_mode: bool) -> Iterator[Any]:
+def stdout_for(json_mode: bool) -> Iterator[Any]:
     """Yield the stream results go to. In ``--json`` mode anything else that prints to
     stdout while we work (a library's chatter) is sent to stderr, so stdout carries exactly
     one JSON document."""
@@ -120,12 +120,12 @@ def _stdout_for(json_mode: bool) -> Iterator[Any]:
         yield real
 
 
-def _emit_json(stream: Any, doc: Any) -> None:
+def emit_json(stream: Any, doc: Any) -> None:
     stream.write(json.dumps(doc, indent=2, default=str) + "\n")
     stream.flush()
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -248,7 +248,7 @@ def _hp_callback(ctx: click.Context, param: click.Parameter, value: Sequence[str
     return out
 
 
-def _data_source_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+def data_source_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
     try:
@@ -260,7 +260,7 @@ def _data_source_callback(ctx: click.Context, param: click.Parameter, value: str
     return value
 
 
-def _date_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+def date_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
     try:
@@ -272,63 +272,105 @@ def _date_callback(ctx: click.Context, param: click.Parameter, value: str | None
 _HP_HELP = "; ".join(f"{algo}: {', '.join(hp)}" for algo, hp in ALGORITHM_DEFAULTS.items())
 
 
+def model_options(windows: bool = True) -> Any:
+    """The options that shape a model (shared by ``train``, ``explain`` and ``walkforward``):
+    symbols, the training window (``windows``), features, data, algorithm and its
+    hyperparameters, costs, ``--no-fallback`` and ``--json``."""
+    options = [
+        click.option("--symbols", "-s", multiple=True, required=True, callback=_symbols_callback, metavar="SYM [SYM…]",
+                     help="One or more tickers after one --symbols, separated by spaces or commas (--symbols AAPL MSFT)."),
+    ]
+    if windows:
+        options += [
+            click.option("--train-start", default=_DEFAULT_TRAIN_START, show_default=True, callback=date_callback,
+                         metavar="DATE", help="First day of the training window (YYYY-MM-DD)."),
+            click.option("--train-end", default=_DEFAULT_TRAIN_END, show_default=True, callback=date_callback,
+                         metavar="DATE", help="Last day of the training window (YYYY-MM-DD)."),
+        ]
+    options += [
+        click.option("--feature-count", type=click.IntRange(1, FEATURE_CATALOG_SIZE), default=21, show_default=True,
+                     help=f"How many features of the catalog of {FEATURE_CATALOG_SIZE} to use."),
+        click.option("--data-source", default="yfinance", show_default=True, callback=data_source_callback,
+                     metavar="yfinance|synthetic|csv:PATH",
+                     help="Where prices come from; yfinance falls back to synthetic data (loudly) unless --no-fallback."),
+        click.option("--timesteps", type=click.IntRange(1, 100_000_000), default=100_000, show_default=True,
+                     help="Environment steps to train for."),
+        click.option("--algo", type=click.Choice(list(ALGORITHM_DEFAULTS), case_sensitive=False), default="ppo",
+                     show_default=True, help="stable-baselines3 algorithm."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Training seed."),
+        click.option("--data-seed", type=int, default=None,
+                     help="Seed of the synthetic price path [default: derived from the symbol]."),
+        click.option("--cost-bps", type=float, default=_TRAIN_DEFAULTS["cost_bps"].default, show_default=True,
+                     help="Transaction cost in basis points per position change."),
+        click.option("--allow-short/--no-short", default=_TRAIN_DEFAULTS["allow_short"].default, show_default=True,
+                     help="Whether the agent may hold short positions."),
+        click.option("--episode-length", type=int, default=_TRAIN_DEFAULTS["episode_length"].default,
+                     show_default=True, help="Trading days per training episode."),
+        click.option("--hp", "hyperparameters", multiple=True, callback=_hp_callback, metavar="KEY=VALUE",
+                     help=f"Override a hyperparameter (repeatable). Known — {_HP_HELP}."),
+        click.option("--no-fallback", is_flag=True,
+                     help="Fail instead of training on synthetic data when yfinance does not answer."),
+        click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout."),
+    ]
+
+    def decorate(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def train_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """The keyword options of ``TrainingManager.config_for`` from :func:`model_options`'
+    values (everything but the symbols and the window)."""
+    options: dict[str, Any] = dict(
+        feature_count=opts["feature_count"], data_source=opts["data_source"], timesteps=opts["timesteps"],
+        algo=opts["algo"].lower(), seed=opts["seed"], cost_bps=opts["cost_bps"], allow_short=opts["allow_short"],
+        episode_length=opts["episode_length"], hyperparams=opts["hyperparameters"],
+    )
+    if opts["data_seed"] is not None:
+        options["data_seed"] = opts["data_seed"]
+    return options
+
+
+def configs_from(opts: dict[str, Any]) -> list[TrainConfig]:
+    """One resolved config per symbol — validated before any I/O (exit 2), exactly as
+    ``TrainingManager.get`` resolves it."""
+    from trainkit.manager import TrainingManager
+
+    return [TrainingManager.config_for(sym, opts["train_start"], opts["train_end"], **train_options(opts))
+            for sym in opts["symbols"]]
+
+
+FORCE_OPTION = click.option(
+    "--force", type=click.BOOL, is_flag=False, flag_value=True, default=False, metavar="[true|false]",
+    help="Retrain even if a cached model exists (--force, or --force=true|false for scripts).")
+WORKERS_OPTION = click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+    help="Train in parallel processes (never more than there are models to train).")
+
+
 @cli.command(cls=SymbolsCommand, short_help="Train, or fetch from the cache, one model per symbol.")
-@click.option("--symbols", "-s", multiple=True, required=True, callback=_symbols_callback, metavar="SYM [SYM…]",
-              help="One or more tickers after one --symbols, separated by spaces or commas (--symbols AAPL MSFT).")
-@click.option("--train-start", default=_DEFAULT_TRAIN_START, show_default=True, callback=_date_callback, metavar="DATE",
-              help="First day of the training window (YYYY-MM-DD).")
-@click.option("--train-end", default=_DEFAULT_TRAIN_END, show_default=True, callback=_date_callback, metavar="DATE",
-              help="Last day of the training window (YYYY-MM-DD).")
-@click.option("--feature-count", type=click.IntRange(1, FEATURE_CATALOG_SIZE), default=21, show_default=True,
-              help=f"How many features of the catalog of {FEATURE_CATALOG_SIZE} to use.")
-@click.option("--data-source", default="yfinance", show_default=True, callback=_data_source_callback,
-              metavar="yfinance|synthetic|csv:PATH",
-              help="Where prices come from; yfinance falls back to synthetic data (loudly) unless --no-fallback.")
-@click.option("--timesteps", type=click.IntRange(1, 100_000_000), default=100_000, show_default=True,
-              help="Environment steps to train for.")
-@click.option("--algo", type=click.Choice(list(ALGORITHM_DEFAULTS), case_sensitive=False), default="ppo",
-              show_default=True, help="stable-baselines3 algorithm.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
-@click.option("--data-seed", type=int, default=None, help="Seed of the synthetic price path [default: derived from the symbol].")
-@click.option("--cost-bps", type=float, default=_TRAIN_DEFAULTS["cost_bps"].default, show_default=True,
-              help="Transaction cost in basis points per position change.")
-@click.option("--allow-short/--no-short", default=_TRAIN_DEFAULTS["allow_short"].default, show_default=True,
-              help="Whether the agent may hold short positions.")
-@click.option("--episode-length", type=int, default=_TRAIN_DEFAULTS["episode_length"].default, show_default=True,
-              help="Trading days per training episode.")
-@click.option("--hp", "hyperparameters", multiple=True, callback=_hp_callback, metavar="KEY=VALUE",
-              help=f"Override a hyperparameter (repeatable). Known — {_HP_HELP}.")
-@click.option("--force", type=click.BOOL, is_flag=False, flag_value=True, default=False, metavar="[true|false]",
-              help="Retrain even if a cached model exists (--force, or --force=true|false for scripts).")
-@click.option("--no-fallback", is_flag=True, help="Fail instead of training on synthetic data when yfinance does not answer.")
+@model_options()
+@FORCE_OPTION
 @click.option("--register", is_flag=True, help="Register each model in the Model Registry as trainkit-<SYMBOL>.")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Train symbols in parallel processes (never more than the number of symbols).")
-@click.option("--json", "json_mode", is_flag=True, help="Print one JSON document (a list of rows) on stdout.")
+@WORKERS_OPTION
 @click.option("--dry-run", is_flag=True, help="Print each config's hash and whether it is cached; train nothing.")
 @click.pass_obj
-def train(settings: Settings, symbols: list[str], train_start: str, train_end: str, feature_count: int,
-          data_source: str, timesteps: int, algo: str, seed: int, data_seed: int | None, cost_bps: float,
-          allow_short: bool, episode_length: int, hyperparameters: dict[str, str], force: bool,
-          no_fallback: bool, register: bool, workers: int, json_mode: bool, dry_run: bool) -> None:
+def train(settings: Settings, force: bool, register: bool, workers: int, dry_run: bool, **opts: Any) -> None:
     """Train (or fetch from the cache) one model per symbol.
 
     Prints one line per symbol: symbol, cached / trained / fell back to synthetic, model URI,
     seconds. A model is served from the cache when a finished run with the same config hash
-    exists (see --dry-run); --force retrains.
+    exists (see --dry-run and `trainkit explain`); --force retrains.
     """
-    options: dict[str, Any] = dict(algo=algo.lower(), seed=seed, cost_bps=cost_bps, allow_short=allow_short,
-                                   episode_length=episode_length, hyperparams=hyperparameters)
-    if data_seed is not None:
-        options["data_seed"] = data_seed
-    base = dict(train_start=train_start, train_end=train_end, feature_count=feature_count,
-                data_source=data_source, timesteps=timesteps)
-    # Validate every request before any I/O (exit 2): config_for resolves exactly as get() will.
-    from trainkit.manager import ModelRequest, TrainingManager
+    from trainkit.manager import ModelRequest
 
-    configs = [TrainingManager.config_for(sym, **base, **options) for sym in symbols]
+    configs = configs_from(opts)
+    symbols, json_mode, no_fallback = opts["symbols"], opts["json_mode"], opts["no_fallback"]
 
-    with _stdout_for(json_mode) as out:
+    with stdout_for(json_mode) as out:
         manager = settings.manager()
         if dry_run:
             _train_dry_run(manager, configs, out, json_mode)
@@ -345,18 +387,18 @@ def train(settings: Settings, symbols: list[str], train_start: str, train_end: s
 
         def report(row: dict[str, Any], code: int) -> None:
             if code == EXIT_OK and register:
-                code = _register_row(manager, row)
+                code = register_row(manager, row)
             rows.append(row)
             codes.append(code)
             if not json_mode:
-                _print_train_row(out, row, width)
+                print_train_row(out, row, width)
 
         if project_run_id:  # `mlflow run`: one symbol, in this process, recorded in the project run
             try:
                 res = manager.get_config(configs[0], force=force, no_fallback=no_fallback, project_run_id=project_run_id)
-                report(_result_row(res), EXIT_OK)
+                report(result_row(res), EXIT_OK)
             except TrainkitError as exc:
-                report(_error_row(configs[0].symbol, exc), exc.exit_code)
+                report(error_row(configs[0].symbol, exc), exc.exit_code)
         else:
             from trainkit.executors import LocalExecutor
 
@@ -364,13 +406,13 @@ def train(settings: Settings, symbols: list[str], train_start: str, train_end: s
             executor = LocalExecutor(min(workers, len(requests)), verbose=settings.verbose)
             for outcome in manager.iter_models(requests, executor):
                 if outcome.result is not None:
-                    report(_result_row(outcome.result), EXIT_OK)
+                    report(result_row(outcome.result), EXIT_OK)
                 else:
-                    report(_error_row(outcome.request.config.symbol, outcome.error), outcome.exit_code)
+                    report(error_row(outcome.request.config.symbol, outcome.error), outcome.exit_code)
 
         if json_mode:
             order = {s: i for i, s in enumerate(symbols)}
-            _emit_json(out, sorted(rows, key=lambda r: order[r["symbol"]]))
+            emit_json(out, sorted(rows, key=lambda r: order[r["symbol"]]))
     if any(codes):
         raise click.exceptions.Exit(max(codes))
 
@@ -385,7 +427,7 @@ def _train_dry_run(manager: Any, configs: list[TrainConfig], out: Any, json_mode
             "status": rec.status if rec else None, "config": c.to_dict(),
         })
     if json_mode:
-        _emit_json(out, rows)
+        emit_json(out, rows)
         return
     width = max(len(c.symbol) for c in configs)
     for r in rows:
@@ -396,14 +438,14 @@ def _train_dry_run(manager: Any, configs: list[TrainConfig], out: Any, json_mode
         out.write(f"{r['symbol']:<{width}}  {r['config_hash']}  {what}\n")
 
 
-def _error_row(symbol: str, exc: BaseException | None) -> dict[str, Any]:
+def error_row(symbol: str, exc: BaseException | None) -> dict[str, Any]:
     if exc is not None and _state.verbose and not isinstance(exc, click.ClickException):
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    return {"symbol": symbol, "status": "error", "error": _one_line(exc) if exc is not None else "unknown error",
+    return {"symbol": symbol, "status": "error", "error": one_line(exc) if exc is not None else "unknown error",
             "exit_code": int(getattr(exc, "exit_code", EXIT_RUNTIME))}
 
 
-def _result_row(res: Any) -> dict[str, Any]:
+def result_row(res: Any) -> dict[str, Any]:
     """A ``train --json`` row: symbol, status (cached|trained|fallback), model_uri, run_id,
     config_hash, seconds, data_source, fallback_reason."""
     return {
@@ -418,20 +460,20 @@ def _result_row(res: Any) -> dict[str, Any]:
     }
 
 
-def _register_row(manager: Any, row: dict[str, Any]) -> int:
+def register_row(manager: Any, row: dict[str, Any]) -> int:
     """``--register``: adds ``registered`` ("name/version") to the row and returns 0, or adds
     the error and returns its exit code (the model itself is fine and stays cached)."""
     try:
         name, version = manager.register(row["model_uri"])
     except TrainkitError as exc:
-        log.error("%s: could not register %s: %s", row["symbol"], row["model_uri"], _one_line(exc))
-        row.update(registered=None, error=f"registration failed: {_one_line(exc)}")
+        log.error("%s: could not register %s: %s", row["symbol"], row["model_uri"], one_line(exc))
+        row.update(registered=None, error=f"registration failed: {one_line(exc)}")
         return exc.exit_code
     row["registered"] = f"{name}/{version}"
     return EXIT_OK
 
 
-def _print_train_row(out: Any, row: dict[str, Any], width: int) -> None:
+def print_train_row(out: Any, row: dict[str, Any], width: int) -> None:
     if row["status"] == "error":
         sys.stderr.write(f"error: {row['symbol']}: {row['error']}\n")
         return
@@ -443,6 +485,61 @@ def _print_train_row(out: Any, row: dict[str, Any], width: int) -> None:
     out.flush()
 
 
+# ----------------------------------------------------------------------------- explain
+@cli.command(cls=SymbolsCommand, short_help="Why is a request (not) served from the cache?")
+@model_options()
+@click.option("--force", type=click.BOOL, is_flag=False, flag_value=True, default=False, hidden=True)
+@click.option("--register", is_flag=True, hidden=True)
+@click.option("--workers", type=int, default=1, hidden=True)
+@click.option("--dry-run", is_flag=True, hidden=True)
+@click.pass_obj
+def explain(settings: Settings, force: bool, register: bool, workers: int, dry_run: bool, **opts: Any) -> None:
+    """Explain a `train` request without training: its resolved config and hash, whether it
+    is cached (which run answers, and why other runs with that hash do not), and when it is
+    not, the nearest cached configs of the symbol with exactly the fields that differ.
+
+    Takes the same options as `train` (a train command line can be explained as it is; the
+    options that only change how train runs are ignored). Reads the tracking store and the
+    local download cache only: never the network, never writes.
+    """
+    configs = configs_from(opts)
+    with stdout_for(opts["json_mode"]) as out:
+        manager = settings.manager()
+        explanations = [manager.explain(c, no_fallback=opts["no_fallback"]) for c in configs]
+        if opts["json_mode"]:
+            emit_json(out, [e.to_dict() for e in explanations])
+            return
+        for e in explanations:
+            _print_explanation(out, e)
+
+
+def _print_explanation(out: Any, e: Any) -> None:
+    c = e.config
+    out.write(f"{c.symbol}  config hash {c.config_hash}\n")
+    if e.answer is not None:
+        a = e.answer
+        out.write(f"  cached: {a.model_uri}  ({a.status}, created {created_text(a.created)} UTC)\n")
+    else:
+        out.write("  not cached: a train request with these options trains a new model\n")
+    if e.note:
+        out.write(f"  note: {e.note}\n")
+    for n in e.not_served:
+        out.write(f"  not served: run {n.run_id} ({n.status}): {n.reason}\n")
+    if e.answer is None:
+        if e.nearest:
+            out.write(f"  nearest cached configs of {c.symbol}:\n")
+            for near in e.nearest:
+                out.write(f"    {near.model.model_uri}  ({len(near.differences)} field(s) differ)\n")
+                for d in near.differences:
+                    out.write(f"      {d}\n")
+        else:
+            out.write(f"  no cached model of {c.symbol} in this experiment to compare with\n")
+    out.write("  resolved config:\n")
+    for key, value in c.to_params().items():
+        out.write(f"    {key} = {value}\n")
+    out.flush()
+
+
 # ----------------------------------------------------------------------------- list
 @cli.command("list", short_help="List cached models and trainings in progress.")
 @click.option("--symbol", "-s", default=None, metavar="SYM", callback=_symbol_callback, help="Only this symbol.")
@@ -450,19 +547,19 @@ def _print_train_row(out: Any, row: dict[str, Any], width: int) -> None:
 @click.pass_obj
 def list_(settings: Settings, symbol: str | None, json_mode: bool) -> None:
     """List cached models (and trainings in progress), newest first."""
-    with _stdout_for(json_mode) as out:
+    with stdout_for(json_mode) as out:
         models = settings.manager().list_cached_models(symbol=symbol)
         if json_mode:
-            _emit_json(out, [m.to_dict() for m in models])
+            emit_json(out, [m.to_dict() for m in models])
             return
         if not models:
             where = f" for {symbol}" if symbol else ""
             out.write(f"no cached models{where} in experiment {settings.experiment!r}\n")
             return
-        _print_models(out, models, title=None)
+        print_models(out, models, title=None)
 
 
-def _source_text(m: Any) -> str:
+def source_text(m: Any) -> str:
     eff = m.data_source_effective or m.data_source
     if eff.startswith("csv:"):
         eff = "csv:" + os.path.basename(eff[4:])
@@ -471,11 +568,11 @@ def _source_text(m: Any) -> str:
     return eff
 
 
-def _created_text(iso: str) -> str:
+def created_text(iso: str) -> str:
     return iso.replace("T", " ")[:16] if iso else ""
 
 
-def _print_rich(out: Any, renderable: Any) -> None:
+def print_rich(out: Any, renderable: Any) -> None:
     """Print a rich renderable: in colour on a terminal; piped, as plain text that is not cut
     to 80 columns (run ids must survive ``| grep``) and has no trailing blanks."""
     import io
@@ -496,7 +593,7 @@ def _print_rich(out: Any, renderable: Any) -> None:
     out.flush()
 
 
-def _print_models(out: Any, models: Sequence[Any], title: str | None, extra: dict[str, str] | None = None) -> None:
+def print_models(out: Any, models: Sequence[Any], title: str | None, extra: dict[str, str] | None = None) -> None:
     from rich.table import Table
 
     if title:
@@ -512,13 +609,13 @@ def _print_models(out: Any, models: Sequence[Any], title: str | None, extra: dic
             m.symbol, m.algo, f"{m.train_start}..{m.train_end}",
             f"{m.timesteps:,}" if m.timesteps is not None else "?",
             str(m.feature_count) if m.feature_count is not None else "?",
-            ("[yellow]" + _source_text(m) + "[/yellow]") if m.fell_back else _source_text(m),
-            status, m.config_hash[:8], _created_text(m.created), m.run_id,
+            ("[yellow]" + source_text(m) + "[/yellow]") if m.fell_back else source_text(m),
+            status, m.config_hash[:8], created_text(m.created), m.run_id,
         ]
         if extra is not None:
             cells.append(extra.get(m.run_id, ""))
         table.add_row(*cells)
-    _print_rich(out, table)
+    print_rich(out, table)
 
 
 # ----------------------------------------------------------------------------- clear
@@ -560,7 +657,7 @@ def clear(settings: Settings, symbol: str | None, older_than: str | None, config
     a terminal to ask on, it refuses (exit 2) unless --yes. Runs of other tools are never
     touched. Removed runs are soft-deleted (restorable in MLflow) unless --purge.
     """
-    with _stdout_for(json_mode) as out:
+    with stdout_for(json_mode) as out:
         manager = settings.manager()
         remove, kept = manager.plan_clear(symbol=symbol, older_than=older_than, config_hash=config_hash,
                                           include_registered=include_registered)
@@ -572,16 +669,16 @@ def clear(settings: Settings, symbol: str | None, older_than: str | None, config
         if not json_mode:
             verb = "would remove" if dry_run else "will remove"
             if remove:
-                _print_models(out, remove, title=f"{verb} {len(remove)} model(s)" + (" for good (purge)" if purge else ""))
+                print_models(out, remove, title=f"{verb} {len(remove)} model(s)" + (" for good (purge)" if purge else ""))
             else:
                 out.write("nothing to remove\n")
             if kept:
-                _print_models(out, kept, title=f"keeping {len(kept)} registered model(s)", extra=reasons)
+                print_models(out, kept, title=f"keeping {len(kept)} registered model(s)", extra=reasons)
         if dry_run or not remove:
             if not json_mode and dry_run and remove:
                 out.write("dry run: nothing deleted\n")
             if json_mode:
-                _emit_json(out, doc)
+                emit_json(out, doc)
             return
         if not yes:
             if not _interactive():
@@ -596,7 +693,7 @@ def clear(settings: Settings, symbol: str | None, older_than: str | None, config
         manager.delete(remove, purge=purge)  # exactly what was shown, not a re-query
         doc["deleted"] = True
         if json_mode:
-            _emit_json(out, doc)
+            emit_json(out, doc)
         else:
             out.write(f"{'purged' if purge else 'deleted'} {len(remove)} model(s)"
                       + ("" if purge else " (soft-deleted: restorable in MLflow until `mlflow gc` removes them)") + "\n")
@@ -614,7 +711,7 @@ def _interactive() -> bool:
 
 
 # ----------------------------------------------------------------------------- backtest
-def _model_uri_callback(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def model_uri_callback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """The whole URI grammar, before any store is opened (a malformed URI writes nothing)."""
     try:
         return validate_model_uri(value)
@@ -637,11 +734,11 @@ def _checked(check: Any) -> Any:
 
 
 @cli.command(short_help="Backtest a model over a window, against buy-and-hold.")
-@click.option("--model-uri", required=True, callback=_model_uri_callback, metavar="URI",
+@click.option("--model-uri", required=True, callback=model_uri_callback, metavar="URI",
               help="runs:/<run_id>/model, models:/m-<id>, models:/<name>/<version> or models:/<name>@<alias>.")
-@click.option("--start", required=True, callback=_date_callback, metavar="DATE", help="First day of the test window.")
-@click.option("--end", required=True, callback=_date_callback, metavar="DATE", help="Last day of the test window.")
-@click.option("--data-source", default=None, callback=_data_source_callback, metavar="yfinance|synthetic|csv:PATH",
+@click.option("--start", required=True, callback=date_callback, metavar="DATE", help="First day of the test window.")
+@click.option("--end", required=True, callback=date_callback, metavar="DATE", help="Last day of the test window.")
+@click.option("--data-source", default=None, callback=data_source_callback, metavar="yfinance|synthetic|csv:PATH",
               help="Prices to test on [default: the source the model was trained on].")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout.")
 @click.pass_obj
@@ -650,7 +747,7 @@ def backtest(settings: Settings, model_uri: str, start: str, end: str, data_sour
     trainkit-backtests experiment that points back at the training run."""
     if start >= end:
         raise click.BadParameter(f"--start {start} must be before --end {end}", param_hint="'--start'")
-    with _stdout_for(json_mode) as out:
+    with stdout_for(json_mode) as out:
         from trainkit.backtest import run_backtest
 
         result = run_backtest(model_uri, start, end, data_source=data_source, tracking_uri=settings.tracking_uri)
@@ -658,7 +755,7 @@ def backtest(settings: Settings, model_uri: str, start: str, end: str, data_sour
         if project_run_id and result.run_id:  # under `mlflow run -e backtest`: say where the result is
             settings.manager().note_backtest(project_run_id, result)
         if json_mode:
-            _emit_json(out, result.to_dict())
+            emit_json(out, result.to_dict())
             return
         _print_backtest(out, model_uri, start, end, result)
 
@@ -676,7 +773,7 @@ def _print_backtest(out: Any, model_uri: str, start: str, end: str, result: Any)
     table.add_column("value", justify="right")
     for k, v in result.metrics.items():
         table.add_row(k, f"{v:,.4f}" if isinstance(v, float) else str(v))
-    _print_rich(out, table)  # run_backtest already logged its warnings (in-sample window, fallback data) to stderr
+    print_rich(out, table)  # run_backtest already logged its warnings (in-sample window, fallback data) to stderr
     run_id = getattr(result, "run_id", None)
     if run_id:
         out.write(f"logged as run {run_id} in experiment trainkit-backtests\n")
@@ -684,7 +781,7 @@ def _print_backtest(out: Any, model_uri: str, start: str, end: str, result: Any)
 
 # ----------------------------------------------------------------------------- register
 @cli.command(short_help="Register a model in the MLflow Model Registry.")
-@click.option("--model-uri", required=True, callback=_model_uri_callback, metavar="URI", help="The model to register.")
+@click.option("--model-uri", required=True, callback=model_uri_callback, metavar="URI", help="The model to register.")
 @click.option("--name", default=None, metavar="NAME", callback=_checked(check_registered_name),
               help="Registered model name [default: trainkit-<SYMBOL>].")
 @click.option("--alias", default=None, metavar="ALIAS", callback=_checked(check_alias),
@@ -694,13 +791,13 @@ def _print_backtest(out: Any, model_uri: str, start: str, end: str, result: Any)
 def register(settings: Settings, model_uri: str, name: str | None, alias: str | None, json_mode: bool) -> None:
     """Register a cached model in the MLflow Model Registry (registered models are kept by
     `trainkit clear` unless --include-registered)."""
-    with _stdout_for(json_mode) as out:
+    with stdout_for(json_mode) as out:
         reg_name, version = settings.manager().register(model_uri, name=name, alias=alias)
         doc = {"model_uri": model_uri, "name": reg_name, "version": version, "alias": alias,
                "registered_uri": f"models:/{reg_name}/{version}",
                "alias_uri": f"models:/{reg_name}@{alias}" if alias else None}
         if json_mode:
-            _emit_json(out, doc)
+            emit_json(out, doc)
             return
         line = f"registered {model_uri} as {reg_name} version {version}: models:/{reg_name}/{version}"
         if alias:
@@ -730,14 +827,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     except TrainkitError as exc:
         if _state.verbose:
             traceback.print_exc(file=sys.stderr)
-        sys.stderr.write(f"error: {_one_line(exc)}\n")
+        sys.stderr.write(f"error: {one_line(exc)}\n")
         return exc.exit_code
     except Exception as exc:  # a bug or an error nobody translated: still one line
         if _state.verbose:
             traceback.print_exc(file=sys.stderr)
-            sys.stderr.write(f"error: {type(exc).__name__}: {_one_line(exc)}\n")
+            sys.stderr.write(f"error: {type(exc).__name__}: {one_line(exc)}\n")
         else:
-            sys.stderr.write(f"error: {type(exc).__name__}: {_one_line(exc)} (run with --verbose for the traceback)\n")
+            sys.stderr.write(f"error: {type(exc).__name__}: {one_line(exc)} (run with --verbose for the traceback)\n")
         return EXIT_RUNTIME
 
 
