@@ -401,7 +401,7 @@ class TrainingManager:
         t_train = time.perf_counter()
         model = train(config, features, progress=progress, metrics_sink=sink, should_stop=lease.should_stop)
         train_seconds = time.perf_counter() - t_train
-        sink.flush()
+        sink.close()
         with tempfile.TemporaryDirectory(prefix="trainkit-train-") as tmp:
             zip_path = os.path.join(tmp, "policy.zip")
             save_policy(model, zip_path)

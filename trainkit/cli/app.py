@@ -390,7 +390,7 @@ def train(settings: Settings, force: bool, register: bool, workers: int, dry_run
                 code = register_row(manager, row)
             rows.append(row)
             codes.append(code)
-            if not json_mode:
+            if not json_mode or row["status"] == "error":  # an error is one line on stderr in both modes
                 print_train_row(out, row, width)
 
         if project_run_id:  # `mlflow run`: one symbol, in this process, recorded in the project run

@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from trainkit import settings
 from trainkit.errors import (
@@ -36,6 +38,7 @@ from trainkit.errors import (
 log = logging.getLogger("trainkit")
 
 _PAGE = 1000
+T = TypeVar("T")
 _checked_servers: set[str] = set()
 _prepared_sqlite: set[str] = set()
 _prep_lock = threading.Lock()
@@ -149,7 +152,12 @@ def is_already_exists(exc: BaseException) -> bool:
     return error_code(exc) == "RESOURCE_ALREADY_EXISTS" or "already exists" in str(exc).lower()
 
 
-def _is_connection_failure(exc: BaseException) -> bool:
+_SERVER_AWAY = re.compile(r"error code (502|503|504)\b|Bad Gateway|Service Unavailable|Gateway Time-?out")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Did the tracking server not answer (refused, reset, timed out, or a gateway saying it is
+    away)? Those are worth retrying; anything else is an answer."""
     import requests
 
     if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
@@ -158,7 +166,9 @@ def _is_connection_failure(exc: BaseException) -> bool:
     if cause is not None and cause is not exc and isinstance(cause, (requests.ConnectionError, requests.Timeout)):
         return True
     text = str(exc)
-    return "Max retries" in text or "Connection" in text or "timed out" in text
+    return "Max retries" in text or "Connection" in text or "timed out" in text or bool(_SERVER_AWAY.search(text))
+
+
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:
@@ -184,10 +194,34 @@ class StoreErrors(contextlib.AbstractContextManager):
 
         if isinstance(exc, (MlflowException, OSError)):  # requests' errors are OSErrors
             msg = _first_line(exc)
-            if _is_connection_failure(exc):
+            if is_unreachable(exc):
                 raise TrackingServerUnreachable(f"{self.what}: the tracking server at {self.uri} did not answer ({msg})") from exc
             raise StoreError(f"{self.what} failed on {self.uri}: {msg}") from exc
         return False
+
+
+def retry_while_unreachable(what: str, uri: str, fn: Callable[[], T], budget: float | None = None) -> T:
+    """See :meth:`Connection.retrying`. Backoff: 1 s, doubling, at most 15 s between tries."""
+    budget = settings.TRAINKIT_SERVER_RETRY_S.get() if budget is None else budget
+    deadline = time.monotonic() + budget
+    delay, warned = 1.0, False
+    while True:
+        try:
+            with StoreErrors(what, uri):
+                return fn()
+        except TrackingServerUnreachable as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TrackingServerUnreachable(
+                    f"{what}: the tracking server at {uri} did not answer for {budget:g} s "
+                    f"(TRAINKIT_SERVER_RETRY_S); gave up ({_first_line(exc.__cause__ or exc, 160)})"
+                ) from exc
+            if not warned:
+                warned = True
+                log.warning("%s: the tracking server at %s does not answer; retrying for up to %g s "
+                            "(TRAINKIT_SERVER_RETRY_S)", what, uri, budget)
+            time.sleep(min(delay, max(left, 0.05)))
+            delay = min(delay * 2, 15.0)
 
 
 @contextlib.contextmanager
@@ -219,6 +253,14 @@ class Connection:
 
     def errors(self, what: str) -> StoreErrors:
         return StoreErrors(what, self.tracking_uri)
+
+    def retrying(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``, retried with backoff while the tracking server does not answer, for up to
+        ``TRAINKIT_SERVER_RETRY_S`` seconds (default 180): a trainer must not lose minutes of
+        training because the server restarted. Past that, :class:`TrackingServerUnreachable`
+        naming the server; any other error at once (translated like :meth:`errors`)."""
+        return retry_while_unreachable(what, self.tracking_uri, fn)
+
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created if missing and restored if deleted (MLflow

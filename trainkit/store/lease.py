@@ -236,7 +236,8 @@ class LeaseManager:
         told = False
         while True:
             self.take_over_stale(config_hash, label=label)
-            live, _ = self.holders(config_hash)
+            # a waiter outlives a restart of the server too (TRAINKIT_SERVER_RETRY_S)
+            live, _ = self.conn.retrying("waiting for another trainer", lambda: self.holders(config_hash))
             if not live or (until is not None and until()):
                 return
             if not told:

@@ -80,7 +80,7 @@ class ModelStore:
         )
 
     def metrics_sink(self, run_id: str) -> runs.MlflowMetricsSink:
-        return runs.MlflowMetricsSink(self.client, run_id)
+        return runs.MlflowMetricsSink(self.client, run_id, retrying=self.conn.retrying)
 
     def publish(self, lease: Lease, config: TrainConfig, **kwargs: Any) -> CachedModel | None:
         """Publish the trained model of ``lease`` (see :func:`trainkit.store.runs.publish`):

@@ -69,13 +69,21 @@ def as_metrics(d: dict[str, float]) -> list[Any]:
 class MlflowMetricsSink:
     """Buffers training metrics and writes them with ``log_batch`` every few seconds, so the
     UI shows learning curves without a round-trip per step (a few per minute instead).
-    Implements :class:`trainkit.agents.MetricsSink`."""
+    Implements :class:`trainkit.agents.MetricsSink`.
 
-    def __init__(self, client: Any, run_id: str, flush_seconds: float = 5.0, max_buffer: int = 900) -> None:
+    While the tracking server does not answer, metrics stay in the buffer (up to ``keep``
+    points; only past that are the oldest dropped, with a warning) and go out with the next
+    flush that gets through; :meth:`close` retries like every other write of a trainer
+    (``TRAINKIT_SERVER_RETRY_S``). A metrics failure never fails training by itself."""
+
+    def __init__(self, client: Any, run_id: str, flush_seconds: float = 5.0, max_buffer: int = 900,
+                 keep: int = 200_000, retrying: Any = None) -> None:
         self._client, self._run_id = client, run_id
-        self._flush_seconds, self._max = flush_seconds, max_buffer
+        self._flush_seconds, self._max, self._keep = flush_seconds, max_buffer, keep
+        self._retrying = retrying  # Connection.retrying, for the final flush
         self._buf: list[Any] = []
         self._last = time.monotonic()
+        self._warned = False
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -93,15 +101,41 @@ class MlflowMetricsSink:
         if len(self._buf) >= self._max or time.monotonic() - self._last >= self._flush_seconds:
             self.flush()
 
-    def flush(self) -> None:
-        buf, self._buf = self._buf, []
+    def flush(self) -> bool:
+        """Send what is buffered; ``False`` (and everything kept) when the server did not take it."""
         self._last = time.monotonic()
-        for i in range(0, len(buf), 900):
+        while self._buf:
+            chunk = self._buf[:900]
             try:
-                self._client.log_batch(self._run_id, metrics=buf[i : i + 900])
-            except Exception as exc:  # metrics are a convenience: never fail training on them
-                log.warning("could not log training metrics to MLflow: %s", str(exc).splitlines()[0])
-                return
+                self._client.log_batch(self._run_id, metrics=chunk)
+            except Exception as exc:
+                if len(self._buf) > self._keep:
+                    dropped = len(self._buf) - self._keep
+                    del self._buf[:dropped]
+                    log.warning("the tracking server has not answered for a while: dropped the %d oldest training "
+                                "metric points (kept %d)", dropped, self._keep)
+                if not self._warned:
+                    self._warned = True
+                    log.warning("could not log training metrics to MLflow (%s): keeping them until the server "
+                                "answers", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                return False
+            del self._buf[: len(chunk)]
+        return True
+
+    def close(self) -> None:
+        """The final flush: retried while the server is away (``TRAINKIT_SERVER_RETRY_S``); if it
+        still fails, the metrics are lost with a warning — and so will the publish that follows."""
+        if self.flush() or self._retrying is None:
+            return
+
+        def send() -> None:
+            if not self.flush():
+                raise ConnectionError("the tracking server did not take the training metrics")
+
+        try:
+            self._retrying("logging the training metrics", send)
+        except Exception as exc:
+            log.warning("%d training metric points were not logged: %s", len(self._buf), str(exc).splitlines()[0])
 
 
 # ----------------------------------------------------------------------------- training runs
@@ -137,8 +171,8 @@ def create_training_run(conn: Any, experiment_id: str, config: TrainConfig, prov
             conn.client.log_batch(project_run_id, tags=as_tags(tags))
         else:
             run = conn.client.create_run(experiment_id, run_name=config.run_name(), tags=tags)
-        if params:
-            conn.client.log_batch(run.info.run_id, params=as_params(params))
+    if params:  # the run exists (and is a lease) from here on: do not lose it to a server restart
+        conn.retrying("creating the training run", lambda: conn.client.log_batch(run.info.run_id, params=as_params(params)))
     return run.info.run_id, int(run.info.start_time or 0), bool(project_run_id)
 
 
@@ -148,44 +182,42 @@ def publish(conn: Any, experiment_id: str, lease: Any, config: TrainConfig, *, p
     """Log the model under ``model``, then tag the run with ``config_hash`` and mark it
     FINISHED — in that order, so nothing unfinished is ever served — then drop the lease tags.
 
-    Returns the published record, or ``None`` when the lease was taken over meanwhile (then
-    nothing is published: the taker's model answers the hash)."""
+    Every step is retried while the tracking server does not answer (``TRAINKIT_SERVER_RETRY_S``:
+    a restart of the server must not throw a finished training away). Returns the published
+    record, or ``None`` when the lease was taken over meanwhile (then nothing is published: the
+    taker's model answers the hash)."""
     run_id, h = lease.run_id, config.config_hash
-    with conn.errors("checking the training lease"):
-        if not lease.is_holder():
-            return None
+    if not conn.retrying("checking the training lease", lease.is_holder):
+        return None
     with tempfile.TemporaryDirectory(prefix="trainkit-publish-") as tmp:
         files = flavor.save_model(tmp, policy_zip=policy_zip, config=config, feature_spec=feature_spec,
                                   provenance=provenance, obs_dim=obs_dim)
-        with conn.errors("logging the model"):
-            if frame is not None:
-                log_dataset(conn, run_id, config, provenance, frame)
-            if metrics:
-                conn.client.log_batch(run_id, metrics=as_metrics(metrics))
-            model_id, sha = flavor.log_model(conn, experiment_id, run_id, config, files, obs_dim)
-    with conn.errors("checking the training lease"):
-        still_mine = lease.is_holder()
-    if not still_mine:
+        if frame is not None:
+            conn.retrying("logging the training data", lambda: log_dataset(conn, run_id, config, provenance, frame))
+        if metrics:
+            conn.retrying("logging the training metrics", lambda: conn.client.log_batch(run_id, metrics=as_metrics(metrics)))
+        model_id, sha = conn.retrying("logging the model", lambda: flavor.log_model(conn, experiment_id, run_id, config, files, obs_dim))
+    if not conn.retrying("checking the training lease", lease.is_holder):
         try:
             conn.client.delete_logged_model(model_id)
         except Exception as exc:  # an orphan LoggedModel is harmless: its run never carries config_hash
             log.debug("could not delete the orphan model %s: %s", model_id, exc)
         return None
     lease.stop_heartbeat()
-    with conn.errors("finishing the training run"):
-        conn.client.log_batch(run_id, tags=as_tags({
-            TAG_MODEL_SHA: sha,
-            TAG_MODEL_ID: model_id,
-            TAG_MODEL_URI: run_model_uri(run_id),
-            TAG_NOTE: description(config, provenance, model_id),
-            TAG_HASH: h,
-        }))
-        # FINISHED before the lease tags go, so a waiting process sees either the live lease or
-        # the model, never neither; FINISHED even for `mlflow run`'s project run (mlflow ends
-        # it again when the process exits)
-        conn.client.set_terminated(run_id, status="FINISHED")
-        lease.drop_tags()
-        run = conn.client.get_run(run_id)
+    tags = as_tags({
+        TAG_MODEL_SHA: sha,
+        TAG_MODEL_ID: model_id,
+        TAG_MODEL_URI: run_model_uri(run_id),
+        TAG_NOTE: description(config, provenance, model_id),
+        TAG_HASH: h,
+    })
+    conn.retrying("finishing the training run", lambda: conn.client.log_batch(run_id, tags=tags))
+    # FINISHED before the lease tags go, so a waiting process sees either the live lease or the
+    # model, never neither; FINISHED even for `mlflow run`'s project run (mlflow ends it again
+    # when the process exits)
+    conn.retrying("finishing the training run", lambda: conn.client.set_terminated(run_id, status="FINISHED"))
+    lease.drop_tags()
+    run = conn.retrying("reading the training run", lambda: conn.client.get_run(run_id))
     return record_from_run(run)
 
 
