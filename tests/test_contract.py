@@ -89,7 +89,8 @@ def test_model_files_are_the_ones_the_pyfunc_file_reads() -> None:
     """One list of model files: the flavor's. The standalone pyfunc file reads exactly its keys."""
     from trainkit.store.flavor import MODEL_FILES
 
-    assert MODEL_FILES == {"policy": "policy.zip", "config": "config.json", "feature_spec": "feature_spec.json"}
+    assert MODEL_FILES == {"policy": "policy.zip", "config": "config.json", "feature_spec": "feature_spec.json",
+                           "signals": "signals_core.py"}
     source = (REPO / "trainkit" / "pyfunc_model.py").read_text()
     keys = {node.slice.value for node in ast.walk(ast.parse(source))
             if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)

@@ -27,6 +27,12 @@ Why it looks the way it does:
   and stored in the model's feature spec (:meth:`FeatureSet.spec`); a backtest passes it back to
   :func:`build_features` so test-window features are scaled with training statistics.
 
+* **The formulas travel with the model.** The catalog, its formulas and the scaling live in
+  :mod:`trainkit.signals_core`, a self-contained module (numpy, pandas, ``ta``) that every
+  logged model carries, so a model served without trainkit computes these features bit for bit.
+  This module adds what training and backtests need around them (windows, fitting the scaler,
+  trainkit's errors).
+
 pandas and ``ta`` are used only while building; the result is plain numpy (the environment's
 hot path indexes it). Building ten years of daily bars takes about 70 ms.
 """
@@ -37,15 +43,12 @@ import datetime as _dt
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from ta.momentum import RSIIndicator, StochasticOscillator, WilliamsRIndicator
-from ta.trend import MACD, ADXIndicator, CCIIndicator, EMAIndicator, SMAIndicator
-from ta.volatility import AverageTrueRange, BollingerBands
-from ta.volume import MFIIndicator, OnBalanceVolumeIndicator
 
+from trainkit import signals_core as _core
 from trainkit.config import FEATURE_CATALOG_SIZE, parse_date
 from trainkit.errors import ConfigError, DataError
 
@@ -65,72 +68,32 @@ __all__ = [
 
 #: Bumped whenever a formula, a window or the order of the catalog changes (it is in the spec
 #: stored with every model, so a model never silently gets features it was not trained on).
-FEATURE_VERSION = 1
+FEATURE_VERSION = _core.FEATURE_VERSION
 
 #: Fewest rows a feature window may have.
 MIN_WINDOW_ROWS = 30
 
 #: Scaled values are clipped to this many standard deviations (one crash day must not dominate
 #: the observation).
-CLIP = 10.0
+CLIP = _core.CLIP
 
-_OHLCV = ("Open", "High", "Low", "Close", "Volume")
+_OHLCV = _core.OHLCV
 
-
-class _Feature(NamedTuple):
-    name: str
-    doc: str
-    lookback: int  # rows before the first valid value (first valid row index on a fresh frame)
-    neutral: float  # value after warm-up when the formula is 0/0 (flat prices, zero volume)
-
-
-# The catalog. Order matters (see the module docstring); lookbacks are checked by the tests.
-_CATALOG: tuple[_Feature, ...] = (
-    # -- the first 21: the default feature set ------------------------------------------------
-    _Feature("logret_1", "log return of the close over 1 day", 1, 0.0),
-    _Feature("logret_5", "log return of the close over 5 days (a week)", 5, 0.0),
-    _Feature("logret_21", "log return of the close over 21 days (a month)", 21, 0.0),
-    _Feature("logret_63", "log return of the close over 63 days (a quarter)", 63, 0.0),
-    _Feature("vol_21", "realised volatility: std of daily log returns over 21 days (not annualised)", 21, 0.0),
-    _Feature("vol_63", "realised volatility: std of daily log returns over 63 days (not annualised)", 63, 0.0),
-    _Feature("rsi_14", "RSI over 14 days (Wilder smoothing), 0..100", 84, 50.0),
-    _Feature("macd_hist", "MACD histogram (12/26/9: MACD minus its signal) divided by the close", 104, 0.0),
-    _Feature("bb_pctb_20", "Bollinger %B: where the close sits in the 20-day, 2-sigma bands (0 = lower, 1 = upper)", 19, 0.5),
-    _Feature("atr_14", "average true range over 14 days divided by the close", 84, 0.0),
-    _Feature("adx_14", "ADX over 14 days: trend strength regardless of direction, 0..100", 126, 0.0),
-    _Feature("sma_ratio_50", "log of close / 50-day simple moving average", 49, 0.0),
-    _Feature("sma_ratio_200", "log of close / 200-day simple moving average", 199, 0.0),
-    _Feature("volume_z_21", "z-score of log(1 + volume) against the last 21 days", 20, 0.0),
-    _Feature("hl_range", "intraday range: log of high / low of the day", 0, 0.0),
-    _Feature("gap", "overnight gap: log of open / previous close", 1, 0.0),
-    _Feature("stoch_k_14", "stochastic %K: close within the 14-day high-low range, 0..100", 13, 50.0),
-    _Feature("cci_20", "commodity channel index over 20 days (typical price vs its mean deviation)", 19, 0.0),
-    _Feature("mfi_14", "money flow index over 14 days (volume-weighted RSI), 0..100", 14, 50.0),
-    _Feature("obv_flow_21", "21-day change of on-balance volume divided by the 21-day volume, -1..1", 21, 0.0),
-    _Feature("drawdown_63", "log of close / highest close of the last 63 days (<= 0)", 62, 0.0),
-    # -- the rest: variations on the above ----------------------------------------------------
-    _Feature("logret_10", "log return of the close over 10 days (two weeks)", 10, 0.0),
-    _Feature("vol_10", "realised volatility: std of daily log returns over 10 days (not annualised)", 10, 0.0),
-    _Feature("macd", "MACD line (12-day EMA minus 26-day EMA) divided by the close", 104, 0.0),
-    _Feature("macd_signal", "MACD signal line (9-day EMA of the MACD) divided by the close", 104, 0.0),
-    _Feature("bb_width_20", "Bollinger band width over 20 days: (upper - lower) / middle, in percent", 19, 0.0),
-    _Feature("stoch_d_14_3", "stochastic %D: 3-day mean of the 14-day %K, 0..100", 15, 50.0),
-    _Feature("williams_r_21", "Williams %R over 21 days, -100..0", 20, -50.0),
-    _Feature("sma_ratio_10", "log of close / 10-day simple moving average", 9, 0.0),
-    _Feature("ema_ratio_20", "log of close / 20-day exponential moving average", 80, 0.0),
-    _Feature("ema_ratio_50", "log of close / 50-day exponential moving average", 150, 0.0),
-    _Feature("close_location", "where the close sits in the day's range: -1 at the low, +1 at the high", 0, 0.0),
-)
+# The catalog and its formulas live in trainkit.signals_core, a self-contained module that
+# travels inside every logged model (so a served model computes these very features); order
+# matters (see the module docstring); lookbacks are checked by the tests.
+_Feature = _core.Feature
+_CATALOG: tuple[_Feature, ...] = _core.CATALOG
 
 #: The ordered catalog; ``feature_count=k`` selects ``FEATURE_NAMES[:k]``.
-FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in _CATALOG)
+FEATURE_NAMES: tuple[str, ...] = _core.FEATURE_NAMES
 #: One line per feature: what it measures and over which horizon.
 FEATURE_DOCS: dict[str, str] = {f.name: f.doc for f in _CATALOG}
 #: Bars of history the slowest feature needs before its first valid value.
-WARMUP_BARS: int = max(f.lookback for f in _CATALOG)
+WARMUP_BARS: int = _core.WARMUP_BARS
 
-_LOOKBACKS = np.array([f.lookback for f in _CATALOG], dtype=np.int64)
-_NEUTRAL = np.array([f.neutral for f in _CATALOG], dtype=np.float64)
+_LOOKBACKS = _core.LOOKBACKS
+_NEUTRAL = _core.NEUTRAL
 
 assert len(FEATURE_NAMES) == FEATURE_CATALOG_SIZE, (
     f"the feature catalog has {len(FEATURE_NAMES)} features but config.FEATURE_CATALOG_SIZE is {FEATURE_CATALOG_SIZE}"
@@ -194,11 +157,7 @@ class Scaler:
                 f"the scaler has {len(self.mean)} features but the input has {arr.shape[-1]}: "
                 "build features with the model's feature_count"
             )
-        mean = np.asarray(self.mean)
-        std = np.asarray(self.std)
-        std = np.where(std == 0.0, 1.0, std)
-        out = np.clip((arr - mean) / std, -CLIP, CLIP)
-        return np.ascontiguousarray(out, dtype=np.float32)
+        return _core.scale(arr, self.mean, self.std)
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": list(self.mean), "std": list(self.std)}
@@ -284,78 +243,10 @@ def _dates_of(frame: pd.DataFrame) -> np.ndarray:
     return idx.values.astype("datetime64[ns]")
 
 
-def _compute(frame: pd.DataFrame) -> np.ndarray:
-    """Every catalog feature for every row, float64 ``[N, 32]``, exactly as ``ta`` and the
-    formulas give them (warm-up not yet masked, degenerate values not yet neutralised)."""
-    o, h, lo, c, v = (frame[name].astype("float64") for name in _OHLCV)
-    close = c.to_numpy()
-    log_c = np.log(close)
-    cols: dict[str, np.ndarray] = {}
-
-    def ret(n: int) -> np.ndarray:
-        out = np.full(len(close), np.nan)
-        out[n:] = log_c[n:] - log_c[:-n]
-        return out
-
-    for n in (1, 5, 10, 21, 63):
-        cols[f"logret_{n}"] = ret(n)
-    r1 = pd.Series(cols["logret_1"])
-    for n in (10, 21, 63):
-        cols[f"vol_{n}"] = r1.rolling(n, min_periods=n).std().to_numpy()
-
-    def rel(series: pd.Series) -> np.ndarray:  # log(close / level)
-        return log_c - np.log(series.to_numpy())
-
-    cols["rsi_14"] = RSIIndicator(c, window=14, fillna=False).rsi().to_numpy()
-    macd = MACD(c, window_slow=26, window_fast=12, window_sign=9, fillna=False)
-    cols["macd"] = macd.macd().to_numpy() / close
-    cols["macd_signal"] = macd.macd_signal().to_numpy() / close
-    cols["macd_hist"] = macd.macd_diff().to_numpy() / close
-    bb = BollingerBands(c, window=20, window_dev=2, fillna=False)
-    cols["bb_pctb_20"] = bb.bollinger_pband().to_numpy()
-    cols["bb_width_20"] = bb.bollinger_wband().to_numpy()
-    cols["atr_14"] = AverageTrueRange(h, lo, c, window=14, fillna=False).average_true_range().to_numpy() / close
-    cols["adx_14"] = ADXIndicator(h, lo, c, window=14, fillna=False).adx().to_numpy()
-    for n in (10, 50, 200):
-        cols[f"sma_ratio_{n}"] = rel(SMAIndicator(c, window=n, fillna=False).sma_indicator())
-    for n in (20, 50):
-        cols[f"ema_ratio_{n}"] = rel(EMAIndicator(c, window=n, fillna=False).ema_indicator())
-
-    log_v = pd.Series(np.log1p(v.to_numpy()))
-    roll = log_v.rolling(21, min_periods=21)
-    cols["volume_z_21"] = ((log_v - roll.mean()) / roll.std()).to_numpy()
-    high, low, open_ = h.to_numpy(), lo.to_numpy(), o.to_numpy()
-    cols["hl_range"] = np.log(high) - np.log(low)
-    gap = np.full(len(close), np.nan)
-    gap[1:] = np.log(open_[1:]) - log_c[:-1]
-    cols["gap"] = gap
-    cols["close_location"] = (2.0 * close - high - low) / (high - low)
-
-    stoch = StochasticOscillator(h, lo, c, window=14, smooth_window=3, fillna=False)
-    cols["stoch_k_14"] = stoch.stoch().to_numpy()
-    cols["stoch_d_14_3"] = stoch.stoch_signal().to_numpy()
-    cols["williams_r_21"] = WilliamsRIndicator(h, lo, c, lbp=21, fillna=False).williams_r().to_numpy()
-    cols["cci_20"] = CCIIndicator(h, lo, c, window=20, constant=0.015, fillna=False).cci().to_numpy()
-    cols["mfi_14"] = MFIIndicator(h, lo, c, v, window=14, fillna=False).money_flow_index().to_numpy()
-    obv = OnBalanceVolumeIndicator(c, v, fillna=False).on_balance_volume()
-    cols["obv_flow_21"] = (obv.diff(21) / v.rolling(21, min_periods=21).sum()).to_numpy()
-    cols["drawdown_63"] = rel(c.rolling(63, min_periods=63).max())
-
-    assert set(cols) == set(FEATURE_NAMES), set(cols) ^ set(FEATURE_NAMES)
-    return np.column_stack([cols[name] for name in FEATURE_NAMES])
-
-
-def _catalog(frame: pd.DataFrame) -> np.ndarray:
-    """:func:`_compute` with the structural warm-up applied (NaN before each lookback) and any
-    later NaN/inf (0/0 on degenerate bars) replaced by the feature's neutral value."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        raw = _compute(frame)
-    bad = ~np.isfinite(raw)
-    if bad.any():
-        raw = np.where(bad, _NEUTRAL, raw)
-    rows = np.arange(raw.shape[0])[:, None]
-    raw[rows < _LOOKBACKS[None, :]] = np.nan
-    return raw
+#: every catalog feature for every row, float64 [N, 32], warm-up not masked (see signals_core)
+_compute = _core.compute
+#: _compute with the structural warm-up applied and degenerate values neutralised
+_catalog = _core.catalog
 
 
 def raw_features(frame: pd.DataFrame) -> pd.DataFrame:

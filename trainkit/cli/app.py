@@ -872,5 +872,8 @@ def _exit_now(code: int) -> None:
         os._exit(code)
 
 
+# commands of larger features, one module each (they register themselves on the group)
+from trainkit.cli import signal as _signal_command  # noqa: E402,F401  (trainkit signal)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -4,9 +4,17 @@ verified before anything is deserialised.
 
 A trainkit model is an MLflow LoggedModel (``models:/m-…``, also ``runs:/<run_id>/model``)
 logged with *models-from-code*: MLflow executes ``trainkit/pyfunc_model.py`` on
-``mlflow.pyfunc.load_model`` (observations → actions, no trainkit needed), and its artifacts
-are the files of :data:`MODEL_FILES` — the only list of them. The pyfunc file reads them by
-the same keys (``context.artifacts["policy"]`` …); ``tests/test_contract.py`` pins both.
+``mlflow.pyfunc.load_model`` (daily bars → positions, or observations → actions; no trainkit
+needed), and its artifacts are the files of :data:`MODEL_FILES` — the only list of them. The
+pyfunc file reads them by the same keys (``context.artifacts["policy"]`` …);
+``tests/test_contract.py`` pins both.
+
+The feature code travels with the model: ``signals_core.py`` is a copy of
+:mod:`trainkit.signals_core` (numpy, pandas and ``ta`` only), which the pyfunc file loads from
+the model's own artifacts, so the served model builds its observations from bars with the
+formulas and the training scaler it was trained with. Models logged before it existed have
+only the first three files: trainkit itself never needs the fourth (:data:`LOAD_FILES`), and
+their pyfunc face is the file logged with them (observations → actions, as before).
 
 This module and :mod:`trainkit.agents` are the only ones that import stable-baselines3.
 """
@@ -33,11 +41,17 @@ MODEL_FILES: dict[str, str] = {
     "policy": "policy.zip",  # the stable-baselines3 zip
     "config": "config.json",  # the resolved TrainConfig, its hash and the trainkit version
     "feature_spec": "feature_spec.json",  # feature count, training scaler, obs_dim, data provenance
+    "signals": "signals_core.py",  # trainkit.signals_core: bars -> features -> positions, without trainkit
 }
 POLICY, CONFIG, FEATURE_SPEC = MODEL_FILES["policy"], MODEL_FILES["config"], MODEL_FILES["feature_spec"]
+SIGNALS = MODEL_FILES["signals"]
 
-#: packages the pyfunc file imports, pinned to the versions in this environment
-_REQUIREMENTS = ("mlflow", "stable-baselines3", "torch", "numpy", "gymnasium", "cloudpickle")
+#: the files trainkit's own loader reads (every model has them, including those logged before
+#: ``signals`` existed)
+LOAD_FILES: tuple[str, ...] = ("policy", "config", "feature_spec")
+
+#: packages the pyfunc file and signals_core.py import, pinned to the versions in this environment
+_REQUIREMENTS = ("mlflow", "stable-baselines3", "torch", "numpy", "gymnasium", "cloudpickle", "pandas", "ta")
 
 
 def trainkit_version() -> str:
@@ -100,12 +114,19 @@ def save_model(dst: str, *, policy_zip: str, config: TrainConfig, feature_spec: 
     data = dataclasses.asdict(provenance) if dataclasses.is_dataclass(provenance) else dict(provenance)
     with open(paths["feature_spec"], "w") as fh:
         json.dump({**feature_spec, "obs_dim": obs_dim, "data": data}, fh, indent=2, sort_keys=True)
+    if "signals" in paths:
+        shutil.copyfile(signals_file(), paths["signals"])
     return paths
 
 
 def pyfunc_file() -> str:
     """The models-from-code file MLflow executes on ``mlflow.pyfunc.load_model``."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyfunc_model.py")
+
+
+def signals_file() -> str:
+    """The self-contained feature and walk code every model carries (:mod:`trainkit.signals_core`)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "signals_core.py")
 
 
 def pip_requirements() -> list[str]:
@@ -122,15 +143,22 @@ def pip_requirements() -> list[str]:
 
 
 def signature(obs_dim: int) -> Any:
-    """float32 observations ``(n, obs_dim)`` in, int64 actions ``(n,)`` out."""
-    import numpy as np
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
+    """The predict params (``position``, ``start``) and no input schema.
 
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, obs_dim))]),
-        outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
-    )
+    ``predict`` takes two kinds of input — a DataFrame of daily bars (→ one row of positions per
+    day) or float32 observations ``(n, obs_dim)`` (→ n int64 actions) — and MLflow enforces a
+    declared input schema *before* ``predict`` runs, so any one schema would refuse the other
+    kind. The pyfunc file checks both itself and answers bad input with an
+    ``INVALID_PARAMETER_VALUE`` error (HTTP 400 when served). Params need a signature to reach
+    ``predict`` at all. ``obs_dim`` is recorded in ``feature_spec.json``."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import DataType, ParamSchema, ParamSpec
+
+    del obs_dim  # kept for the call sites: the observation width is in the feature spec
+    return ModelSignature(params=ParamSchema([
+        ParamSpec("position", DataType.double, 0.0),  # held coming into the first requested day
+        ParamSpec("start", DataType.string, None),  # first requested day (default: first warm bar)
+    ]))
 
 
 def log_model(conn: Any, experiment_id: str, run_id: str, config: TrainConfig, files: Mapping[str, str],
@@ -166,8 +194,10 @@ def log_model(conn: Any, experiment_id: str, run_id: str, config: TrainConfig, f
 
 # ---------------------------------------------------------------------------- load
 def download_model(conn: Any, logged_model: Any, uri: str, dst: str) -> dict[str, str]:
-    """Download the files of :data:`MODEL_FILES` of ``logged_model`` into ``dst`` (one request
-    each); returns key → local path. A missing file is an :class:`IntegrityError`."""
+    """Download the files trainkit's loader reads (:data:`LOAD_FILES`) of ``logged_model`` into
+    ``dst`` (one request each); returns key → local path. A missing file is an
+    :class:`IntegrityError`. (``signals_core.py`` is for the pyfunc face only, and models logged
+    before it existed do not have it.)"""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     from trainkit.store.connection import download_artifact_file
@@ -175,7 +205,8 @@ def download_model(conn: Any, logged_model: Any, uri: str, dst: str) -> dict[str
     paths: dict[str, str] = {}
     with conn.errors(f"downloading the model files of {uri}"):
         repo = get_artifact_repository(logged_model.artifact_location, tracking_uri=conn.tracking_uri)
-        for key, name in MODEL_FILES.items():
+        for key in LOAD_FILES:
+            name = MODEL_FILES[key]
             try:
                 paths[key] = download_artifact_file(repo, f"artifacts/{name}", os.path.join(dst, name))
             except Exception as exc:

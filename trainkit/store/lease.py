@@ -205,8 +205,16 @@ class LeaseManager:
         self.take_over_stale(config_hash, label=label)
         if self.holders(config_hash)[0]:
             return None
-        run_id, start_time, external = create_run()
-        lease = Lease(self.client, self.conn.tracking_uri, run_id, config_hash, external=external, start_time=start_time)
+        run_id, start_time, external = create_run()  # ends its run itself if interrupted half-way
+        try:
+            lease = Lease(self.client, self.conn.tracking_uri, run_id, config_hash, external=external,
+                          start_time=start_time)
+        except BaseException:  # Ctrl-C between the run and its lease object: end the run here
+            with contextlib.suppress(Exception):
+                self.client.delete_tag(run_id, TAG_CLAIM)
+                if not external:
+                    self.client.set_terminated(run_id, status="KILLED")
+            raise
         try:
             time.sleep(settings.TRAINKIT_CLAIM_SETTLE.get())
             live, _stale = self.holders(config_hash)

@@ -7,6 +7,7 @@ API, which is per-thread and starts runs of its own), in batches where MLflow al
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -171,8 +172,16 @@ def create_training_run(conn: Any, experiment_id: str, config: TrainConfig, prov
             conn.client.log_batch(project_run_id, tags=as_tags(tags))
         else:
             run = conn.client.create_run(experiment_id, run_name=config.run_name(), tags=tags)
-    if params:  # the run exists (and is a lease) from here on: do not lose it to a server restart
-        conn.retrying("creating the training run", lambda: conn.client.log_batch(run.info.run_id, params=as_params(params)))
+    try:
+        if params:  # the run exists (and is a lease) from here on: do not lose it to a server restart
+            conn.retrying("creating the training run",
+                          lambda: conn.client.log_batch(run.info.run_id, params=as_params(params)))
+    except BaseException:  # Ctrl-C or a failure before anyone holds the lease: end it at once
+        with contextlib.suppress(Exception):
+            conn.client.delete_tag(run.info.run_id, TAG_CLAIM)
+            if not project_run_id:
+                conn.client.set_terminated(run.info.run_id, status="KILLED")
+        raise
     return run.info.run_id, int(run.info.start_time or 0), bool(project_run_id)
 
 
