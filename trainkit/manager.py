@@ -308,7 +308,8 @@ class TrainingManager:
                     progress: Any = None) -> Iterator[ModelOutcome]:
         """Get many models, yielding each :class:`ModelOutcome` as it finishes (completion
         order). ``executor``: a :class:`trainkit.executors.LocalExecutor` (default: one after
-        the other in this process). Results from other processes carry ``model=None``."""
+        the other in this process) or :class:`trainkit.executors.RayExecutor`. Results from
+        other processes carry ``model=None``."""
         from trainkit.executors import LocalExecutor
 
         executor = executor or LocalExecutor(1)
@@ -316,13 +317,20 @@ class TrainingManager:
             fn: Callable[[ModelRequest], ModelOutcome] = partial(_outcome, self, progress=progress)
         else:  # a fresh manager in each worker; no progress bars from several processes
             fn = partial(_remote_outcome, self.tracking_uri, self.experiment_name)
-        for request, value in executor.map_unordered(fn, list(requests)):
-            if isinstance(value, ModelOutcome):
-                yield value
-            elif isinstance(value, TrainkitError):
-                yield ModelOutcome(request, error=value)
-            else:
-                raise value  # a bug, not a request's failure
+            use_store = getattr(executor, "use_store", None)
+            if use_store is not None:  # Ray: the store its workers must reach (refused before submitting if they cannot)
+                use_store(self.tracking_uri)
+        results = executor.map_unordered(fn, list(requests))
+        try:
+            for request, value in results:
+                if isinstance(value, ModelOutcome):
+                    yield value
+                elif isinstance(value, TrainkitError):
+                    yield ModelOutcome(request, error=value)
+                else:
+                    raise value  # a bug, not a request's failure
+        finally:
+            results.close()  # stopped early (Ctrl-C in the caller, an error): the executor cancels its work now
 
     def get_models(self, requests: Sequence[ModelRequest], executor: Any = None, *, load: bool = True) -> list[ModelOutcome]:
         """:meth:`iter_models`, collected in request order; with ``load``, results from other

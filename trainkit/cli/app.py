@@ -349,6 +349,15 @@ FORCE_OPTION = click.option(
 WORKERS_OPTION = click.option(
     "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
     help="Train in parallel processes (never more than there are models to train).")
+EXECUTOR_OPTION = click.option(
+    "--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+    help="Where models train: local processes (--workers), or one Ray task per model on a Ray cluster "
+         "(pip install trainkit[ray]).")
+RAY_ADDRESS_OPTION = click.option(
+    "--ray-address", default=None, metavar="ADDR",
+    help="Ray cluster for --executor ray: host:port of the head node, ray://host:10001 or auto "
+         "[default: RAY_ADDRESS, else a local Ray instance sized to this machine]. A remote cluster needs an "
+         "http(s):// tracking server.")
 
 
 @cli.command(cls=SymbolsCommand, short_help="Train, or fetch from the cache, one model per symbol.")
@@ -356,18 +365,24 @@ WORKERS_OPTION = click.option(
 @FORCE_OPTION
 @click.option("--register", is_flag=True, help="Register each model in the Model Registry as trainkit-<SYMBOL>.")
 @WORKERS_OPTION
+@EXECUTOR_OPTION
+@RAY_ADDRESS_OPTION
 @click.option("--dry-run", is_flag=True, help="Print each config's hash and whether it is cached; train nothing.")
 @click.pass_obj
-def train(settings: Settings, force: bool, register: bool, workers: int, dry_run: bool, **opts: Any) -> None:
+def train(settings: Settings, force: bool, register: bool, workers: int, executor: str, ray_address: str | None,
+          dry_run: bool, **opts: Any) -> None:
     """Train (or fetch from the cache) one model per symbol.
 
     Prints one line per symbol: symbol, cached / trained / fell back to synthetic, model URI,
     seconds. A model is served from the cache when a finished run with the same config hash
     exists (see --dry-run and `trainkit explain`); --force retrains.
     """
+    from trainkit.executors import make_executor
     from trainkit.manager import ModelRequest
 
     configs = configs_from(opts)
+    runner = make_executor(executor, workers=min(workers, len(configs)), verbose=settings.verbose,
+                           address=ray_address)  # exit 2 on --ray-address without --executor ray, before any I/O
     symbols, json_mode, no_fallback = opts["symbols"], opts["json_mode"], opts["no_fallback"]
 
     with stdout_for(json_mode) as out:
@@ -400,15 +415,13 @@ def train(settings: Settings, force: bool, register: bool, workers: int, dry_run
             except TrainkitError as exc:
                 report(error_row(configs[0].symbol, exc), exc.exit_code)
         else:
-            from trainkit.executors import LocalExecutor
-
             requests = [ModelRequest(c, force=force, no_fallback=no_fallback) for c in configs]
-            executor = LocalExecutor(min(workers, len(requests)), verbose=settings.verbose)
-            for outcome in manager.iter_models(requests, executor):
-                if outcome.result is not None:
-                    report(result_row(outcome.result), EXIT_OK)
-                else:
-                    report(error_row(outcome.request.config.symbol, outcome.error), outcome.exit_code)
+            with contextlib.closing(manager.iter_models(requests, runner)) as outcomes:  # Ctrl-C: cancelled at once
+                for outcome in outcomes:
+                    if outcome.result is not None:
+                        report(result_row(outcome.result), EXIT_OK)
+                    else:
+                        report(error_row(outcome.request.config.symbol, outcome.error), outcome.exit_code)
 
         if json_mode:
             order = {s: i for i, s in enumerate(symbols)}
@@ -491,9 +504,12 @@ def print_train_row(out: Any, row: dict[str, Any], width: int) -> None:
 @click.option("--force", type=click.BOOL, is_flag=False, flag_value=True, default=False, hidden=True)
 @click.option("--register", is_flag=True, hidden=True)
 @click.option("--workers", type=int, default=1, hidden=True)
+@click.option("--executor", default="local", hidden=True)
+@click.option("--ray-address", default=None, hidden=True)
 @click.option("--dry-run", is_flag=True, hidden=True)
 @click.pass_obj
-def explain(settings: Settings, force: bool, register: bool, workers: int, dry_run: bool, **opts: Any) -> None:
+def explain(settings: Settings, force: bool, register: bool, workers: int, executor: str, ray_address: str | None,
+            dry_run: bool, **opts: Any) -> None:
     """Explain a `train` request without training: its resolved config and hash, whether it
     is cached (which run answers, and why other runs with that hash do not), and when it is
     not, the nearest cached configs of the symbol with exactly the fields that differ.
