@@ -3,7 +3,7 @@
 The fenced ``bash`` blocks run in order as one bash script, and the ``python`` blocks run in
 order in one interpreter (a shared namespace, as a reader pasting them would have), both against
 a fresh sqlite store in a temp directory. Two substitutions keep this fast and are the only
-changes: ``trainkit train`` gets ``--timesteps 256`` and small batches appended (a bash function
+changes: ``trainkit train`` and ``trainkit walkforward`` get ``--timesteps 256`` and small batches appended (a bash function
 shadows the command), and ``timesteps=100000`` in Python becomes the same small settings. A
 block that cannot run here (a server, conda, PostgreSQL, ``make``) must be preceded by
 ``<!-- not run here: <why>; covered by <tests/file.py::test_name or .ci/…> -->`` and the named
@@ -28,7 +28,7 @@ _FENCE = re.compile(r"(?P<before>(?:^<!--(?P<note>.*?)-->\n)?)^```(?P<lang>[a-z]
 BASH_PREAMBLE = f"""set -euo pipefail
 trainkit() {{
   local is_train=0 algo=ppo prev=""
-  for a in "$@"; do [[ $a == train ]] && is_train=1; [[ $prev == --algo ]] && algo=$a; prev=$a; done
+  for a in "$@"; do [[ $a == train || $a == walkforward ]] && is_train=1; [[ $prev == --algo ]] && algo=$a; prev=$a; done
   if (( is_train )); then
     if [[ $algo == ppo ]]; then command trainkit "$@" {" ".join(FAST_CLI)}
     else command trainkit "$@" --timesteps {FAST["timesteps"]} --hp n_envs=2; fi
@@ -99,12 +99,14 @@ def test_bash_blocks(store, tmp_path):  # noqa: F811
     assert re.search(r"^registered runs:/[0-9a-f]{32}/model as trainkit-AAPL version 1: .*models:/trainkit-AAPL@champion", out, re.M)
     assert re.search(r"^backtest of models:/trainkit-AAPL@champion \(AAPL\) over 2023-01-01..2023-12-31", out, re.M)
     assert re.search(r"^sharpe\s+-?\d+\.\d{4}$", out, re.M)
+    assert re.search(r"^AAPL: 8 folds × 2 seeds, sliding 3y train / 6m test", out, re.M)  # walkforward
+    assert re.search(r"^stitched\s+2018-01-01..2021-12-31\s+2 seeds", out, re.M)
 
 
 @pytest.mark.slow
 def test_python_blocks(store, tmp_path):  # noqa: F811
     code = "\n".join(b.replace(PY_TIMESTEPS, PY_FAST) for b in runnable("python"))
-    assert code.count("n_epochs=1") == 3, "the README's Python must pass timesteps=100000 where it trains or hashes"
+    assert code.count("n_epochs=1") == 4, "the README's Python must pass timesteps=100000 where it trains or hashes"
     p = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=_env(),
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -112,6 +114,7 @@ def test_python_blocks(store, tmp_path):  # noqa: F811
     assert re.search(r"^AAPL ppo 2020-01-01 2022-12-31 \w+ [0-9a-f]{8} runs:/[0-9a-f]{32}/model$", p.stdout, re.M)
     assert re.search(r"^[0-9a-f]{64} \['[0-9a-f]{32}'\]$", p.stdout, re.M), p.stdout
     assert re.search(r"^\[[012] [012] [012]\] trainkit-AAPL 1$", p.stdout, re.M), p.stdout
+    assert re.search(r"^4 -?\d+\.\d+ 2018-01-0\d [0-9a-f]{32}$", p.stdout, re.M), p.stdout  # walk_forward
 
 
 def test_make_train_runs_the_documented_command():

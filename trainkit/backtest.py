@@ -40,12 +40,19 @@ The logged run (experiment ``trainkit-backtests``) is tagged ``trainkit.model_ur
 ``trainkit.source_run_id``, ``trainkit.model_id``, ``trainkit.symbol`` and the data actually
 used; its params are the window and the overrides; its artifacts are ``equity_curve.png``
 (strategy vs buy-and-hold, with a drawdown panel) and ``equity.csv`` (one row per day).
+
+Backtests are cached like models. A backtest is a pure function of (model, data digest,
+window, costs), so its run is also tagged ``trainkit.backtest_key`` (:func:`backtest_key`), and
+a second identical backtest reads the logged result back (metrics and ``equity.csv``, see
+:mod:`trainkit.store.evaluations`) instead of creating another run. :func:`cached_backtest`
+asks the same question without loading the model (a walk-forward's rerun).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import logging
 import math
@@ -64,7 +71,10 @@ from trainkit.store.contract import BACKTEST_EXPERIMENT, validate_model_uri
 
 _logger = logging.getLogger("trainkit")
 
-__all__ = ["BACKTEST_EXPERIMENT", "METRIC_NAMES", "TRADING_DAYS", "BacktestResult", "compute_metrics", "run_backtest"]
+__all__ = [
+    "BACKTEST_EXPERIMENT", "BACKTEST_VERSION", "METRIC_NAMES", "TRADING_DAYS", "BacktestResult", "backtest_key",
+    "cached_backtest", "compute_metrics", "run_backtest",
+]
 
 #: Trading days per year used to annualise.
 TRADING_DAYS = 252
@@ -87,6 +97,12 @@ METRIC_NAMES: tuple[str, ...] = (
 #: Fewest trading days a test window may have (the feature builder's minimum).
 MIN_TEST_DAYS = 30
 
+#: Part of every backtest key: bumped when the way a backtest is computed changes, so results
+#: logged before stop answering (they are recomputed and logged again).
+BACKTEST_VERSION = 1
+
+_COUNT_METRICS = ("n_trades",)  # ints (MLflow stores every metric as a float)
+
 
 @dataclass(frozen=True)
 class BacktestResult:
@@ -97,7 +113,8 @@ class BacktestResult:
     from this close to the next; the last row's earns nothing here), ``net_return`` (the
     strategy's return earned *into* this day, net of costs; 0 on the first day),
     ``strategy_equity``, ``buy_and_hold_equity`` (both 1.0 on the first day) and ``drawdown``
-    (of the strategy, ``<= 0``)."""
+    (of the strategy, ``<= 0``). ``cached``: the result was read back from the run of an
+    identical earlier backtest (``run_id`` is that run) instead of being computed."""
 
     model_uri: str
     source_run_id: str
@@ -113,6 +130,7 @@ class BacktestResult:
     model_id: str | None = None
     config_hash: str | None = None
     data_digest: str | None = None
+    cached: bool = field(default=False, compare=False)  # read back from an identical earlier backtest's run
 
     @property
     def first_day(self) -> str:
@@ -147,6 +165,7 @@ class BacktestResult:
             "metrics": {k: (v if isinstance(v, int) else float(v)) for k, v in self.metrics.items()},
             "run_id": self.run_id,
             "experiment": BACKTEST_EXPERIMENT if self.run_id else None,
+            "cached": self.cached,
             "warnings": list(self.warnings),
         }
         if include_equity:
@@ -236,9 +255,16 @@ def run_backtest(
     tracking_uri: str | None = None,
     store: Any = None,
     log: bool = True,
+    cache: bool = True,
 ) -> BacktestResult:
     """Backtest the model at ``model_uri`` over ``start..end`` (inclusive) and, with ``log``,
     record it as a FINISHED run in experiment ``trainkit-backtests``.
+
+    Backtests are cached: with ``log`` (and ``cache``), an identical backtest logged before —
+    the same model by the same URI, the same prices (data digest), window and costs; see
+    :func:`backtest_key` — is read back from its run (metrics and ``equity.csv``) instead of
+    being run and logged again; its ``run_id`` is that run's. ``log=False`` always computes and
+    writes nothing.
 
     ``data_source`` overrides the model's own (``yfinance``, ``synthetic`` or ``csv:PATH`` of
     the same symbol); the scaler and every other setting still come from the model. A window
@@ -252,8 +278,7 @@ def run_backtest(
     uri, s, e, override = _validate(model_uri, start, end, data_source)
 
     from trainkit.agents import run_policy
-    from trainkit.data import DataFetcherFactory
-    from trainkit.features import build_features, parse_spec, warmup_start
+    from trainkit.features import build_features, parse_spec
     from trainkit.store import default_store, load_bundle
 
     store = store or default_store(tracking_uri)
@@ -262,6 +287,51 @@ def run_backtest(
     count, scaler = parse_spec(spec)
     if count != config.feature_count:
         raise ConfigError(f"the model at {uri} is inconsistent: feature_count {config.feature_count} but a {count}-feature spec")
+    trained_on = (spec.get("data") or {}) if isinstance(spec.get("data"), dict) else {}
+    warnings, in_sample, fetch = _inputs(uri, config, s, e, override, trained_on.get("fallback_reason"))
+    model_id = getattr(bundle, "model_id", None) or store.get_run(bundle.run_id).data.tags.get(C.TAG_MODEL_ID)
+
+    key = backtest_key(model_uri=uri, model_id=model_id or bundle.run_id, config_hash=config.config_hash,
+                       data_digest=fetch.digest, start=s, end=e, cost_bps=config.cost_bps,
+                       allow_short=config.allow_short)
+    if log and cache:
+        hit = _cached(store, key, warnings)
+        if hit is not None:
+            return hit
+
+    fs = build_features(fetch.frame, count, scaler=scaler, start=s, end=e)
+    traded = run_policy(model, fs, cost_bps=config.cost_bps, allow_short=config.allow_short)
+    metrics, curve = compute_metrics(traded["net_returns"], traded["positions"], fs.closes)
+
+    result = BacktestResult(
+        model_uri=uri,
+        source_run_id=bundle.run_id,
+        symbol=config.symbol,
+        start=s.isoformat(),
+        end=e.isoformat(),
+        data_source=fetch.requested_source,
+        data_source_effective=fetch.effective_source,
+        metrics=metrics,
+        equity=_equity_frame(fs.dates, fs.closes, traded, curve),
+        warnings=warnings,
+        model_id=model_id,
+        config_hash=config.config_hash,
+        data_digest=fetch.digest,
+    )
+    if not log:
+        return result
+    run_id = _log(store, result, config, override=override, in_sample=in_sample, fallback_reason=fetch.fallback_reason,
+                  key=key)
+    return dataclasses.replace(result, run_id=run_id)
+
+
+def _inputs(uri: str, config: Any, s: _dt.date, e: _dt.date, override: str | None,
+            trained_fallback_reason: str | None) -> tuple[list[str], bool, Any]:
+    """The prices of the window (fetched from the warm-up start) and the warnings about them:
+    ``(warnings, in_sample, FetchResult)``. The same for a fresh and a cached backtest."""
+    from trainkit.data import DataFetcherFactory
+    from trainkit.features import warmup_start
+
     warnings: list[str] = []
 
     def warn(msg: str) -> None:
@@ -287,37 +357,88 @@ def run_backtest(
             f"the backtest window {s}..{e} overlaps the training window {config.train_start}..{config.train_end} "
             f"of {uri} ({lo}..{hi}): those days are in-sample and flatter the metrics"
         )
-    trained_on = (spec.get("data") or {}) if isinstance(spec.get("data"), dict) else {}
-    if trained_on.get("fallback_reason"):
-        warn(f"the model was trained on SYNTHETIC fallback data ({trained_on['fallback_reason']}), not on {config.data_source}")
+    if trained_fallback_reason:
+        warn(f"the model was trained on SYNTHETIC fallback data ({trained_fallback_reason}), not on {config.data_source}")
 
     fetch = DataFetcherFactory.fetch(source, config.symbol, warmup_start(s), e, data_seed=config.data_seed)
     if fetch.fallback_reason:
         warn(f"{fetch.requested_source} failed ({fetch.fallback_reason}): backtested on SYNTHETIC data instead")
-    fs = build_features(fetch.frame, count, scaler=scaler, start=s, end=e)
-    traded = run_policy(model, fs, cost_bps=config.cost_bps, allow_short=config.allow_short)
-    metrics, curve = compute_metrics(traded["net_returns"], traded["positions"], fs.closes)
+    return warnings, in_sample, fetch
 
-    model_id = getattr(bundle, "model_id", None) or store.get_run(bundle.run_id).data.tags.get(C.TAG_MODEL_ID)
-    result = BacktestResult(
-        model_uri=uri,
-        source_run_id=bundle.run_id,
-        symbol=config.symbol,
-        start=s.isoformat(),
-        end=e.isoformat(),
-        data_source=fetch.requested_source,
-        data_source_effective=fetch.effective_source,
+
+# ----------------------------------------------------------------------------- the cache
+def backtest_key(*, model_uri: str, model_id: str, config_hash: str, data_digest: str, start: Any, end: Any,
+                 cost_bps: float, allow_short: bool) -> str:
+    """The key of a cached backtest (tag ``trainkit.backtest_key``): sha256 of the canonical
+    JSON of what the result is a pure function of — the model (its LoggedModel id and config
+    hash, and the URI as given, which the run records), the prices (the digest of the fetched
+    frame, warm-up included), the window and the costs — plus :data:`BACKTEST_VERSION`."""
+    doc = {
+        "backtest_version": BACKTEST_VERSION,
+        "model_uri": str(model_uri),
+        "model_id": str(model_id),
+        "config_hash": str(config_hash),
+        "data_digest": str(data_digest),
+        "start": parse_date(start, "start").isoformat(),
+        "end": parse_date(end, "end").isoformat(),
+        "cost_bps": float(cost_bps),
+        "allow_short": bool(allow_short),
+    }
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cached_backtest(store: Any, *, model_uri: str, model_id: str, config: Any, start: Any, end: Any) -> BacktestResult | None:
+    """The logged result of backtesting a model *without loading it*, or ``None`` when that
+    backtest was never logged: what a walk-forward asks first for each fold. ``config`` is the
+    model's :class:`~trainkit.config.TrainConfig` (the caller knows it: it asked for that hash),
+    ``model_uri`` its ``runs:/…`` URI. Only the prices are fetched (for their digest)."""
+    uri, s, e, override = _validate(model_uri, start, end, None)
+    warnings, _in_sample, fetch = _inputs(uri, config, s, e, override, None)
+    key = backtest_key(model_uri=uri, model_id=model_id, config_hash=config.config_hash, data_digest=fetch.digest,
+                       start=s, end=e, cost_bps=config.cost_bps, allow_short=config.allow_short)
+    return _cached(store, key, warnings)
+
+
+def _cached(store: Any, key: str, warnings: list[str]) -> BacktestResult | None:
+    from trainkit.store.evaluations import find_backtest
+
+    logged = find_backtest(store, key)
+    return None if logged is None else _rebuild(logged, warnings)
+
+
+def _rebuild(logged: Any, warnings: list[str]) -> BacktestResult:
+    """A :class:`BacktestResult` from its logged run: metrics, tags, params and ``equity.csv``
+    (floats written by pandas and parsed exactly: the same numbers, bit for bit)."""
+    import io
+
+    tags, params = logged.tags, logged.params
+    # pandas 3 parses floats exactly by default (and deprecates the option); pandas 2 needs it
+    exact = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+    equity = pd.read_csv(io.StringIO(logged.equity_csv), **exact)
+    equity["date"] = pd.to_datetime(equity["date"]).astype("datetime64[ns]")
+    metrics: dict[str, float] = {}
+    for name in METRIC_NAMES:
+        if name in logged.metrics:
+            v = float(logged.metrics[name])
+            metrics[name] = int(v) if name in _COUNT_METRICS else v
+    return BacktestResult(
+        model_uri=tags.get(C.TAG_MODEL_URI, params.get("model_uri", "")),
+        source_run_id=tags.get(C.TAG_SOURCE_RUN_ID, ""),
+        symbol=tags.get(C.TAG_SYMBOL, ""),
+        start=params.get("start", ""),
+        end=params.get("end", ""),
+        data_source=params.get("data_source", tags.get(C.TAG_SOURCE, "")),
+        data_source_effective=tags.get(C.TAG_SOURCE_EFFECTIVE, ""),
         metrics=metrics,
-        equity=_equity_frame(fs.dates, fs.closes, traded, curve),
-        warnings=warnings,
-        model_id=model_id,
-        config_hash=config.config_hash,
-        data_digest=fetch.digest,
+        equity=equity,
+        run_id=logged.run_id,
+        warnings=list(warnings),
+        model_id=tags.get(C.TAG_MODEL_ID) or None,
+        config_hash=tags.get(C.TAG_SOURCE_CONFIG_HASH) or None,
+        data_digest=tags.get(C.TAG_DATA_DIGEST) or None,
+        cached=True,
     )
-    if not log:
-        return result
-    run_id = _log(store, result, config, override=override, in_sample=in_sample, fallback_reason=fetch.fallback_reason)
-    return dataclasses.replace(result, run_id=run_id)
 
 
 def _equity_frame(dates: np.ndarray, closes: np.ndarray, traded: dict[str, np.ndarray], curve: np.ndarray) -> pd.DataFrame:
@@ -337,7 +458,7 @@ def _equity_frame(dates: np.ndarray, closes: np.ndarray, traded: dict[str, np.nd
 
 # ----------------------------------------------------------------------------- logging
 def _log(store: Any, result: BacktestResult, config: Any, *, override: str | None, in_sample: bool,
-         fallback_reason: str | None) -> str:
+         fallback_reason: str | None, key: str | None = None) -> str:
     from trainkit import __version__
 
     params = dict(zip(C.BACKTEST_PARAMS, (
@@ -359,6 +480,8 @@ def _log(store: Any, result: BacktestResult, config: Any, *, override: str | Non
     }
     if result.model_id:
         tags[C.TAG_MODEL_ID] = result.model_id
+    if key:
+        tags[C.TAG_BACKTEST_KEY] = key
     if fallback_reason:
         tags[C.TAG_FALLBACK_REASON] = fallback_reason
     if override:

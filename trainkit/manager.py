@@ -345,6 +345,20 @@ class TrainingManager:
             ]
         return out
 
+    # ------------------------------------------------------------------ walk-forward
+    def walk_forward(self, symbol: str, start: Any, end: Any, train_window: Any = "3y", test_window: Any = "6m",
+                     step: Any = None, mode: str = "sliding", embargo: Any = "0d", seeds: Sequence[int] = (0,),
+                     executor: Any = None, **options: Any) -> Any:
+        """Walk-forward evaluation with cached folds and cached backtests: folds anchored at
+        ``start``, one model (``get_model`` options) and one out-of-sample backtest per fold and
+        seed, the stitched out-of-sample equity and its metrics, logged as one parent run in
+        ``trainkit-walkforward``. Returns a :class:`trainkit.walkforward.WalkForward`; see
+        :func:`trainkit.walkforward.walk_forward` for the fold arithmetic."""
+        from trainkit.walkforward import walk_forward
+
+        return walk_forward(self, symbol, start, end, train_window, test_window, step, mode, embargo, seeds,
+                            executor, **options)
+
     # ------------------------------------------------------------------ internals
     def _serve_cached(self, config: TrainConfig, t0: float, no_fallback: bool = False) -> ModelResult | None:
         for rec, run in self.store.candidates(config.config_hash):

@@ -791,7 +791,9 @@ def _print_backtest(out: Any, model_uri: str, start: str, end: str, result: Any)
         table.add_row(k, f"{v:,.4f}" if isinstance(v, float) else str(v))
     print_rich(out, table)  # run_backtest already logged its warnings (in-sample window, fallback data) to stderr
     run_id = getattr(result, "run_id", None)
-    if run_id:
+    if run_id and getattr(result, "cached", False):
+        out.write(f"read back from run {run_id} in experiment trainkit-backtests (this backtest was cached)\n")
+    elif run_id:
         out.write(f"logged as run {run_id} in experiment trainkit-backtests\n")
 
 
@@ -890,6 +892,7 @@ def _exit_now(code: int) -> None:
 
 # commands of larger features, one module each (they register themselves on the group)
 from trainkit.cli import signal as _signal_command  # noqa: E402,F401  (trainkit signal)
+from trainkit.cli import walkforward as _walkforward_command  # noqa: E402,F401  (trainkit walkforward)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -62,6 +62,8 @@ TAG_SOURCE_CONFIG_HASH: Final = "trainkit.source_config_hash"
 TAG_IN_SAMPLE: Final = "trainkit.in_sample"  #: "true" when the window overlaps training
 TAG_SOURCE_OVERRIDE: Final = "trainkit.data_source_override"
 TAG_BACKTEST_KEY: Final = "trainkit.backtest_key"  #: sha256 naming a cached backtest
+# walk-forward parent runs (experiment trainkit-walkforward); folds are nested under them
+TAG_WALKFORWARD_KEY: Final = "trainkit.walkforward_key"  #: sha256 of the spec and its folds' backtest keys
 # project runs of `mlflow run` in another experiment (they point at what served them)
 TAG_MODEL_RUN_ID: Final = "trainkit.model_run_id"
 TAG_CACHE_HIT: Final = "trainkit.cache_hit"
@@ -82,6 +84,17 @@ PARAM_DATA_SEED: Final = "data_seed"
 BACKTEST_PARAMS: Final = (
     "model_uri", "start", "end", "first_day", "last_day", "n_days", "data_source", "data_source_override",
     "cost_bps", "allow_short", "feature_count",
+)
+
+
+#: params of a walk-forward parent run (then every TrainConfig param but the window and the seed)
+WALKFORWARD_PARAMS: Final = (
+    "symbol", "start", "end", "anchor", "train_window", "test_window", "step", "mode", "embargo", "seeds", "n_folds",
+)
+#: params of a walk-forward fold's child run
+FOLD_PARAMS: Final = (
+    "fold", "seed", "train_start", "train_end", "test_start", "test_end", "first_day", "last_day", "n_days",
+    "model_uri", "config_hash", "status",
 )
 
 
