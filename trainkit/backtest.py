@@ -338,16 +338,7 @@ def _inputs(uri: str, config: Any, s: _dt.date, e: _dt.date, override: str | Non
         warnings.append(msg)
         _logger.warning("%s", msg)
 
-    source = override or config.data_source
-    kind, path = parse_data_source(source)
-    if kind == "csv" and not os.path.isfile(path):  # type: ignore[arg-type]
-        hint = "" if override else " (the file the model was trained on): pass data_source=csv:PATH (--data-source) with its prices"
-        raise DataError(f"CSV file not found: {path}{hint}")
-    if kind == "csv" and not override and config.csv_sha256 and file_sha256(path) != config.csv_sha256:  # type: ignore[arg-type]
-        warn(
-            f"{path} changed since the model was trained on it (sha256 differs): harmless if rows were only "
-            "appended, otherwise the prices differ from the training data"
-        )
+    source = price_source(config, override, warn)
 
     trained = (config.start_date, config.end_date)
     in_sample = s <= trained[1] and e >= trained[0]
@@ -364,6 +355,23 @@ def _inputs(uri: str, config: Any, s: _dt.date, e: _dt.date, override: str | Non
     if fetch.fallback_reason:
         warn(f"{fetch.requested_source} failed ({fetch.fallback_reason}): backtested on SYNTHETIC data instead")
     return warnings, in_sample, fetch
+
+
+def price_source(config: Any, override: str | None, warn: Any) -> str:
+    """The source a model's prices are read from — ``override`` or the one it was trained on —
+    checked: a missing CSV is a :class:`DataError` saying what to pass; a CSV whose content
+    changed since training is a warning (appended rows are harmless, edited ones are not)."""
+    source = override or config.data_source
+    kind, path = parse_data_source(source)
+    if kind == "csv" and not os.path.isfile(path):  # type: ignore[arg-type]
+        hint = "" if override else " (the file the model was trained on): pass data_source=csv:PATH (--data-source) with its prices"
+        raise DataError(f"CSV file not found: {path}{hint}")
+    if kind == "csv" and not override and config.csv_sha256 and file_sha256(path) != config.csv_sha256:  # type: ignore[arg-type]
+        warn(
+            f"{path} changed since the model was trained on it (sha256 differs): harmless if rows were only "
+            "appended, otherwise the prices differ from the training data"
+        )
+    return source
 
 
 # ----------------------------------------------------------------------------- the cache

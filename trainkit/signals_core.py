@@ -303,8 +303,14 @@ def _date_index(values: Any, where: str) -> pd.DatetimeIndex:
     return idx.normalize().as_unit("ns").rename("Date")
 
 
-def _adjust(df: pd.DataFrame) -> pd.DataFrame:
-    """``Adj Close`` applied as the data sources apply it (trainkit.data.base.apply_adj_close)."""
+def apply_adj_close(df: pd.DataFrame) -> pd.DataFrame:
+    """Split- and dividend-adjust a frame that carries ``Adj Close`` (the ``auto_adjust=True``
+    convention of yfinance): Open/High/Low are scaled by ``Adj Close / Close`` and ``Close``
+    becomes ``Adj Close``. Without ``Adj Close`` the frame is returned unchanged; with
+    ``Adj Close`` but no ``Close`` the adjusted close is the close (O/H/L taken as given). A row
+    without a usable ratio keeps its raw prices (its NaN or zero is reported later). The data
+    sources use this very function (:mod:`trainkit.data.base`), so served bars are adjusted
+    exactly as training data were."""
     if "Adj Close" not in df.columns:
         return df
     out = df.copy()
@@ -366,7 +372,7 @@ def clean_bars(bars: Any) -> pd.DataFrame:
     if df.columns.duplicated().any():
         dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
         raise BarsError(f"bars: column(s) {', '.join(dup)} appear more than once")
-    df = _adjust(df)
+    df = apply_adj_close(df)
     missing = [c for c in OHLCV if c not in df.columns]
     if missing:
         raise BarsError(f"bars lack column(s) {', '.join(missing)}: need {_NEED} (found: {found})")

@@ -21,6 +21,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from trainkit.signals_core import apply_adj_close  # noqa: F401  (one adjustment, shared with served models)
+
 from trainkit.config import parse_date
 from trainkit.errors import ConfigError, DataError
 
@@ -71,30 +73,6 @@ def standardize_columns(frame: pd.DataFrame) -> pd.DataFrame:
         if target is not None and col != target:
             mapping[col] = target
     return frame.rename(columns=mapping) if mapping else frame
-
-
-def apply_adj_close(frame: pd.DataFrame) -> pd.DataFrame:
-    """Split- and dividend-adjust a frame that carries ``Adj Close`` (the ``auto_adjust=True``
-    convention of yfinance): Open/High/Low are scaled by ``Adj Close / Close`` and ``Close``
-    becomes ``Adj Close``. Without ``Adj Close`` the frame is returned unchanged; with
-    ``Adj Close`` but no ``Close`` the adjusted close is the close (O/H/L taken as given)."""
-    if "Adj Close" not in frame.columns:
-        return frame
-    out = frame.copy()
-    adj = pd.to_numeric(out["Adj Close"], errors="coerce").astype("float64")
-    if "Close" not in out.columns:
-        out["Close"] = adj
-    else:
-        close = pd.to_numeric(out["Close"], errors="coerce").astype("float64")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = (adj / close).to_numpy()
-        # a row without a usable ratio keeps its raw prices (its NaN/zero is reported later)
-        ratio = np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
-        for col in ("Open", "High", "Low"):
-            if col in out.columns:
-                out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64") * ratio
-        out["Close"] = adj.where(adj.notna(), close)
-    return out.drop(columns=["Adj Close"])
 
 
 def _first_dates(index: pd.Index, mask: np.ndarray, k: int = 3) -> str:
