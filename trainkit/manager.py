@@ -273,7 +273,8 @@ class TrainingManager:
                 if served is None:  # it failed verification (now tagged broken): look again
                     continue
                 return self._noted(project_run_id, served)
-            lease = self.store.acquire(config, provenance, project_run_id=into)
+            # the tie between racing claimants is decided while training starts (not after a sleep)
+            lease = self.store.acquire(config, provenance, project_run_id=into, defer_tie=True)
             if lease is None:
                 self.store.leases.wait(config.config_hash, on_wait=on_wait, label=config.symbol)
                 continue
@@ -281,7 +282,7 @@ class TrainingManager:
                 if self.store.find(config.config_hash, accept) is not None:  # re-check under the lease
                     lease.release()
                     continue
-                result = self._train(config, lease, fetch, features, provenance, progress, t0)
+                result = self._train(config, lease, fetch, features, provenance, progress, t0, accept)
             except TrainingInterrupted:
                 if not lease.lost.is_set():
                     lease.fail("training was stopped", status="KILLED")
@@ -296,9 +297,11 @@ class TrainingManager:
             finally:
                 lease.stop_heartbeat()
             if result is None:
-                # we stalled long enough to be judged dead and another trainer took over: its
-                # model answers (wait for it) instead of failing the request
-                log.warning("%s: the training lease was taken over by another trainer; waiting for its model", config.symbol)
+                # another trainer answers this config: it won the tie, published first, or took
+                # over because we stalled long enough to be judged dead — serve its model
+                if lease.lost.is_set() and not lease.lost_tie:
+                    log.warning("%s: the training lease was taken over by another trainer; waiting for its model",
+                                config.symbol)
                 into = None
                 continue
             return self._noted(project_run_id, result)
@@ -413,7 +416,7 @@ class TrainingManager:
         return self._probed[key]
 
     def _train(self, config: TrainConfig, lease: Lease, fetch: Any, features: Any, provenance: DataProvenance,
-               progress: Any, t0: float) -> ModelResult | None:
+               progress: Any, t0: float, accept: Any = None) -> ModelResult | None:
         """Train under ``lease`` and publish; ``None`` when the lease was taken over meanwhile.
         (A fallback was already announced by the data layer: one warning per symbol, not two.)"""
         from trainkit.agents import train
@@ -424,6 +427,10 @@ class TrainingManager:
         model = train(config, features, progress=progress, metrics_sink=sink, should_stop=lease.should_stop)
         train_seconds = time.perf_counter() - t_train
         sink.close()
+        if not lease.settle() or self.store.find(config.config_hash, accept) is not None:
+            # lost the tie, or a racing trainer already published this config: serve its model
+            lease.release()
+            return None
         with tempfile.TemporaryDirectory(prefix="trainkit-train-") as tmp:
             zip_path = os.path.join(tmp, "policy.zip")
             save_policy(model, zip_path)

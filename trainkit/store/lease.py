@@ -63,6 +63,8 @@ class Lease:
         self.start_time = int(start_time or 0)  # ms; orders competing leases (oldest wins)
         self.external = external  # a run we did not create (mlflow run's project run): never ended or deleted by us
         self.lost = threading.Event()  # set once we learn another trainer took the lease over
+        self._tie: tuple[float, Callable[[], bool]] | None = None  # (monotonic deadline, did we win?)
+        self.lost_tie = False  # lost to an older claimant that raced us (normal), not taken over
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"trainkit-heartbeat-{run_id[:8]}", daemon=True)
         self._thread.start()
@@ -90,14 +92,42 @@ class Lease:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=30)
 
+    # ---- the tie
+    def settle_by(self, deadline: float, won: Callable[[], bool]) -> None:
+        """Decide the tie at ``deadline`` (``time.monotonic``) with ``won()`` (see
+        :meth:`LeaseManager.acquire`)."""
+        self._tie = (deadline, won)
+
+    def settle(self) -> bool:
+        """Decide the tie now if it is still open, waiting for its deadline: the winner marks
+        itself ``training``; a loser releases its lease (and counts as lost). True if we hold it."""
+        if self._tie is None:
+            return not self.lost.is_set()
+        deadline, won = self._tie
+        wait = deadline - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._tie = None
+        if not self.lost.is_set() and won():
+            self.mark_won()
+            return True
+        log.info("lease %s lost its tie to an older claimant: released", self.run_id)
+        self.release()
+        self.lost_tie = True
+        self.lost.set()
+        return False
+
     # ---- questions
     def should_stop(self) -> bool:
-        """Cheap: has the heartbeat learnt that the lease was taken over? (Polled by training.)"""
+        """Polled by training: has the lease been lost — taken over (learnt by the heartbeat) or,
+        once the settle time has passed, lost the tie to an older claimant?"""
+        if self._tie is not None and time.monotonic() >= self._tie[0]:
+            return not self.settle()
         return self.lost.is_set()
 
     def is_holder(self) -> bool:
-        """Ask the store: is this lease still ours (RUNNING, still tagged with our hash)?"""
-        if self.lost.is_set():
+        """Ask the store: is this lease still ours (its tie won, RUNNING, still tagged with our hash)?"""
+        if not self.settle():
             return False
         run = self.client.get_run(self.run_id)
         if run.info.status == "RUNNING" and run.data.tags.get(TAG_CLAIM) == self.config_hash:
@@ -198,10 +228,18 @@ class LeaseManager:
         return taken
 
     # ---- acquire / wait
-    def acquire(self, config_hash: str, create_run: Callable[[], tuple[str, int, bool]], *, label: str = "") -> Lease | None:
+    def acquire(self, config_hash: str, create_run: Callable[[], tuple[str, int, bool]], *, label: str = "",
+                defer_tie: bool = False) -> Lease | None:
         """A :class:`Lease` if this process now holds ``config_hash``, else ``None`` (another
         live lease exists or won the tie: :meth:`wait` for it). ``create_run()`` returns
-        ``(run_id, start_time_ms, external)`` of a RUNNING run already tagged as a lease."""
+        ``(run_id, start_time_ms, external)`` of a RUNNING run already tagged as a lease.
+
+        The tie between claimants that raced is decided ``TRAINKIT_CLAIM_SETTLE`` seconds after
+        the lease was created. By default this call waits for that. With ``defer_tie`` it
+        returns the lease at once and the tie is decided by the lease itself, on the first
+        :meth:`Lease.should_stop` or :meth:`Lease.is_holder` after the settle time: a trainer
+        starts at once instead of sleeping, and a loser stops training, releases its lease and
+        waits for the winner."""
         self.take_over_stale(config_hash, label=label)
         if self.holders(config_hash)[0]:
             return None
@@ -215,15 +253,16 @@ class LeaseManager:
                 if not external:
                     self.client.set_terminated(run_id, status="KILLED")
             raise
-        try:
-            time.sleep(settings.TRAINKIT_CLAIM_SETTLE.get())
+
+        def won() -> bool:
             live, _stale = self.holders(config_hash)
-            others = [r for r in live if r.info.run_id != run_id]
-            if not lease.lost.is_set() and self.wins((lease.start_time, lease.run_id), others):
-                lease.mark_won()
-                return lease
-            lease.release()
-            return None
+            return self.wins((lease.start_time, lease.run_id), [r for r in live if r.info.run_id != run_id])
+
+        lease.settle_by(time.monotonic() + settings.TRAINKIT_CLAIM_SETTLE.get(), won)
+        if defer_tie:
+            return lease
+        try:
+            return lease if lease.settle() else None
         except BaseException:  # Ctrl-C or an error while claiming: release at once
             lease.fail("interrupted while claiming", status="KILLED")
             raise

@@ -70,13 +70,15 @@ class ModelStore:
         return lm, run
 
     # ---- training
-    def acquire(self, config: TrainConfig, provenance: DataProvenance, project_run_id: str | None = None) -> Lease | None:
+    def acquire(self, config: TrainConfig, provenance: DataProvenance, project_run_id: str | None = None, *,
+                defer_tie: bool = False) -> Lease | None:
         """A :class:`Lease` on ``config``'s hash, or ``None`` when another trainer holds it
-        (then :meth:`LeaseManager.wait`). ``project_run_id``: train into ``mlflow run``'s run."""
+        (then :meth:`LeaseManager.wait`). ``project_run_id``: train into ``mlflow run``'s run.
+        ``defer_tie``: see :meth:`LeaseManager.acquire`."""
         return self.leases.acquire(
             config.config_hash,
             lambda: runs.create_training_run(self.conn, self.experiment_id, config, provenance, project_run_id),
-            label=config.symbol,
+            label=config.symbol, defer_tie=defer_tie,
         )
 
     def metrics_sink(self, run_id: str) -> runs.MlflowMetricsSink:
