@@ -1,13 +1,14 @@
-"""Benchmark: the trading env's raw loop and training throughput (issue 9).
+"""Benchmark: the trading env's raw loop and training throughput (issues 9, 16).
 
 Rows (name, value, note), all on real GOOG daily bars (``backtesting.test.GOOG``) with the
 default 21 features, one torch thread:
 
 * raw ``TradingEnv.step`` loop vs a null gymnasium env with the same spaces (their ratio);
 * the vectorised training env (``TradingVecEnv``, 16 episodes per call), in env-steps/s;
-* ``learn()`` throughput of trainkit's default config vs stable-baselines3's default PPO (one
-  env, ``PPO("MlpPolicy", env)``) on the same env and data, and their ratio;
-* trainkit's whole ``train()`` call (model construction + learn) and the peak RSS.
+* trainkit's default PPO, A2C and DQN (``trainkit.hyperparams``), each timed as one whole
+  ``train()`` call (env and model construction + ``learn()``), with each training's peak RSS;
+* stable-baselines3's default PPO (one env, ``PPO("MlpPolicy", env)``) ``learn()`` on the same
+  env and data, its peak RSS, and the ratios of trainkit's steps/s to it.
 
 Run alone: ``python bench/bench_training.py [--timesteps 100000] [--sb3-timesteps 20000]``.
 """
@@ -84,6 +85,50 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0), so the next
+    peak belongs to what runs next; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS since the last :func:`_reset_peak_rss` (else since the process started)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return _rss_mb()
+
+
+def _current_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return _rss_mb()
+
+
+def _describe(algo: str, hp: dict) -> str:
+    arch = "x".join(str(x) for x in hp["net_arch"])
+    if algo == "ppo":
+        return f"{hp['n_envs']} envs x {hp['n_steps']} steps, batch {hp['batch_size']}, {hp['n_epochs']} epochs, net {arch}"
+    if algo == "a2c":
+        return f"{hp['n_envs']} envs x {hp['n_steps']} steps, net {arch}"
+    return (f"{hp['n_envs']} envs, train_freq {hp['train_freq']}, {hp['gradient_steps']} gradient step(s), "
+            f"batch {hp['batch_size']}, net {arch}")
+
+
 def run(timesteps: int = 100_000, sb3_timesteps: int = 20_000, env_steps: int = 500_000) -> list[Row]:
     import torch
 
@@ -119,57 +164,55 @@ def run(timesteps: int = 100_000, sb3_timesteps: int = 20_000, env_steps: int = 
 
     rows.append(("env: TradingVecEnv, 16 episodes per step", f"{_best(vec_rate):,.0f} env-steps/s", "training env"))
 
-    # -- trainkit default training, timed as train() runs it (SB3 reports learn()'s own fps)
-    class _Sink:
-        fps = 0.0
-
-        def log(self, step: int, metrics: dict[str, float]) -> None:
-            self.fps = metrics.get("time/fps", self.fps)
-
-        def flush(self) -> None:
-            pass
-
-    cfg = TrainConfig.create("GOOG", TRAIN_START, TRAIN_END, data_source="synthetic", timesteps=timesteps)
-    hp = dict(cfg.hyperparams)
-    train_s, tk_rate = [], 0.0
-    for _ in range(2):  # the first call in a process also pays torch's lazy imports
-        sink = _Sink()
+    # -- trainkit's defaults, each algorithm, timed as train() runs it: env and model
+    # construction + learn(), one torch thread. Peak RSS is each training's own (VmHWM reset
+    # before it), next to the RSS the process already had (imports, data).
+    def timed_train(algo: str) -> tuple[float, float, float, object, dict]:
+        cfg = TrainConfig.create("GOOG", TRAIN_START, TRAIN_END, data_source="synthetic", timesteps=timesteps, algo=algo)
+        before = _current_rss_mb()
+        _reset_peak_rss()
         t0 = time.perf_counter()
-        model = agents.train(cfg, fs, progress=False, metrics_sink=sink)
-        train_s.append(time.perf_counter() - t0)
-        tk_rate = max(tk_rate, sink.fps)
-    tk_learn_s = model.num_timesteps / tk_rate
-    rss_tk = _rss_mb()
+        model = agents.train(cfg, fs, progress=False)
+        seconds = time.perf_counter() - t0
+        return seconds, _peak_rss_mb(), before, model, dict(cfg.hyperparams)
+
+    first_s = timed_train("ppo")[0]  # the first call in a process also pays torch's lazy imports and first calls
+    rates: dict[str, float] = {}
+    for algo in ("ppo", "a2c", "dqn"):
+        seconds, peak, before, model, hp = timed_train(algo)
+        rates[algo] = model.num_timesteps / seconds
+        rows.append((
+            f"train: trainkit default {algo} train()",
+            f"{rates[algo]:,.0f} steps/s",
+            f"{model.num_timesteps:,} steps in {seconds:.2f} s; {_describe(algo, hp)}"
+            + (f"; {first_s:.2f} s as the first call in the process" if algo == "ppo" else ""),
+        ))
+        rows.append((
+            f"train: peak RSS during trainkit {algo} train()",
+            f"{peak:.0f} MB",
+            f"whole process; {before:.0f} MB before it (imports, data), so +{max(peak - before, 0):.0f} MB for training",
+        ))
 
     # -- SB3 defaults on the same env and data
+    _reset_peak_rss()
+    before = _current_rss_mb()
     sb3 = PPO("MlpPolicy", TradingEnv.from_features(fs), seed=0, device="cpu", verbose=0)  # SB3 wraps it: Monitor + DummyVecEnv
     t0 = time.perf_counter()
     sb3.learn(total_timesteps=sb3_timesteps)
     sb3_s = time.perf_counter() - t0
     sb3_rate = sb3.num_timesteps / sb3_s
-
-    arch = "x".join(str(x) for x in hp["net_arch"])
-    rows.append((
-        "train: trainkit default (ppo) learn()",
-        f"{tk_rate:,.0f} steps/s",
-        f"{model.num_timesteps:,} steps in {tk_learn_s:.1f} s; n_envs {hp['n_envs']}, n_steps {hp['n_steps']}, "
-        f"batch {hp['batch_size']}, epochs {hp['n_epochs']}, net {arch}",
-    ))
     rows.append((
         "train: SB3-default PPO learn()",
         f"{sb3_rate:,.0f} steps/s",
-        f"{sb3.num_timesteps:,} steps in {sb3_s:.1f} s (measured on {sb3_timesteps:,}, not {timesteps:,}); "
-        "1 env, n_steps 2048, batch 64, 10 epochs",
+        (f"{sb3.num_timesteps:,} steps in {sb3_s:.1f} s (measured on {sb3_timesteps:,}, not {timesteps:,}); "
+         "1 env, n_steps 2048, batch 64, 10 epochs, net 64x64"),
     ))
-    rows.append(("train: trainkit default / SB3 default", f"{tk_rate / sb3_rate:.1f}x", "target >= 12x"))
-    rows.append((
-        "train: trainkit train() whole call",
-        f"{train_s[1]:.2f} s",
-        f"{timesteps:,} timesteps incl. env and model construction; {train_s[0]:.2f} s for the first call in "
-        "the process (torch's lazy imports)",
-    ))
-    rows.append(("train: peak RSS after trainkit learn()", f"{rss_tk:.0f} MB", "ru_maxrss, whole process"))
-    rows.append(("train: peak RSS at the end", f"{_rss_mb():.0f} MB", "after the SB3-default run too"))
+    rows.append(("train: peak RSS during SB3-default PPO learn()", f"{_peak_rss_mb():.0f} MB",
+                 f"whole process; {before:.0f} MB before it"))
+    for algo in ("ppo", "a2c", "dqn"):
+        rows.append((f"train: trainkit {algo} / SB3-default PPO", f"{rates[algo] / sb3_rate:.1f}x",
+                     "steps/s ratio, same env and data" + ("; target >= 25x for a whole miss" if algo == "ppo" else "")))
+    rows.append(("train: peak RSS of the whole bench", f"{_rss_mb():.0f} MB", "ru_maxrss"))
     return rows
 
 

@@ -27,7 +27,7 @@ from trainkit.hyperparams import ALGORITHM_DEFAULTS
 
 #: Bumped when the meaning of a field (or of training itself) changes, so old cache entries
 #: stop matching instead of being served for a request they no longer answer.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Length of the feature catalog in :mod:`trainkit.features` (checked there at import).
 FEATURE_CATALOG_SIZE = 32
