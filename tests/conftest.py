@@ -1,5 +1,6 @@
-"""Shared fixtures: real MLflow stores (sqlite in a temp dir, and a real `mlflow server`
-process on 127.0.0.1), isolated caches, and small-but-real training settings."""
+"""Shared fixtures: real MLflow stores (sqlite in a temp dir, copied from one migrated template
+per session, and a real `mlflow server` process on 127.0.0.1), isolated caches, and
+small-but-real training settings."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 # shared helpers live in tests/support.py (a plain module: two conftest.py files would shadow
 # each other under the bare name ``conftest``); re-exported here for older imports
-from support import FAST, FAST_CLI, PYTHON, REPO, free_port, run_cli  # noqa: E402,F401
+from support import FAST, FAST_CLI, PYTHON, REPO, copy_sqlite_store, free_port, make_sqlite_template, run_cli  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,11 +53,33 @@ def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ONE empty, migrated MLflow sqlite database for the whole session (made on first use),
+    which ``sqlite_uri`` and the module-scoped stores copy: creating and migrating a store
+    costs 3-10 s on a busy machine, copying it milliseconds. Nothing opens the template
+    itself after this."""
+    return make_sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
+
+
 @pytest.fixture
-def sqlite_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh sqlite tracking store whose artifacts live in the same temp dir."""
+def sqlite_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template: Path) -> str:
+    """An empty sqlite tracking store (a copy of the migrated template) whose artifacts live in
+    the same temp dir, set as MLFLOW_TRACKING_URI; the temp dir is the working directory."""
     monkeypatch.chdir(tmp_path)  # MLflow puts ./mlruns next to the working directory
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = copy_sqlite_store(sqlite_template, tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def fresh_sqlite_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Like ``sqlite_uri``, but no database file exists yet: for the tests whose point is the
+    creation and first migration of a store (docs/ARCHITECTURE.md, "MLflow pitfalls")."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "mlflow.db"
+    assert not db.exists()
+    uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from support import FAST
+from support import FAST, copy_sqlite_store
 from trainkit.backtest import METRIC_NAMES, BacktestResult, compute_metrics, run_backtest
 from trainkit.errors import ConfigError, DataError, ModelNotFoundError, ModelURIError
 
@@ -51,12 +51,12 @@ def train_goog(tmp_path: Path, **options):
 
 
 @pytest.fixture(scope="module")
-def _goog_store(tmp_path_factory: pytest.TempPathFactory):
-    """One store and one trained model for the whole module: creating and migrating a fresh
-    sqlite store costs seconds, and every test here only reads the model. Laid out like
-    ``sqlite_uri`` (the db and ./mlruns in one temp dir)."""
+def _goog_store(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path):
+    """One store and one trained model for the whole module: every test here only reads the
+    model. Laid out like ``sqlite_uri`` (a copy of the session's migrated template, the db and
+    ./mlruns in one temp dir)."""
     root = tmp_path_factory.mktemp("backtest-store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = copy_sqlite_store(sqlite_template, root)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", uri)

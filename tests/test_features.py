@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -300,8 +299,9 @@ def test_degenerate_bars_give_neutral_finite_features(goog: pd.DataFrame) -> Non
     assert (fs.matrix[:, col] == 0).all() and fs.scaler.std[col] == 1.0
 
 
-def test_ten_years_build_fast() -> None:
-    """~10 years of daily bars plus warm-up (2,760 rows) build well under a second."""
+def test_ten_years_build() -> None:
+    """~10 years of daily bars plus warm-up (2,760 rows) build into 2,520 finite rows, the same
+    twice. How long that takes is measured by ``make bench`` (bench/bench_timings.py), not here."""
     rng = np.random.default_rng(0)
     n = 2520 + 240
     close = 50.0 * np.exp(np.cumsum(rng.normal(0.0003, 0.015, n)))
@@ -313,10 +313,7 @@ def test_ten_years_build_fast() -> None:
         index=pd.bdate_range("2010-01-01", periods=n, name="Date"),
     )
     start = frame.index[240].date()
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        fs = build_features(frame, 32, start=start)
-        best = min(best, time.perf_counter() - t0)
+    fs = build_features(frame, 32, start=start)
     assert len(fs) == 2520 and np.isfinite(fs.matrix).all()
-    assert best < 1.0, f"building 10 years of features took {best:.3f} s"
+    again = build_features(frame, 32, start=start)
+    np.testing.assert_array_equal(again.matrix, fs.matrix)

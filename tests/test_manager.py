@@ -187,11 +187,14 @@ def test_identical_requests_in_two_threads_train_once(sqlite_uri: str) -> None:
     assert runs == []
 
 
-def test_waiter_takes_over_when_the_holder_releases(sqlite_uri: str) -> None:
+def test_waiter_takes_over_when_the_holder_releases(sqlite_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A live claim blocks (the waiter is told who holds it); when the holder gives up, the
-    waiter trains at once instead of waiting for the claim to go stale."""
+    waiter trains at once instead of waiting for the claim to go stale. Staleness is an hour
+    away here, so a waiter that trained can only have seen the release (and the holder's run
+    carries no "stale" verdict)."""
     from trainkit import store as st
 
+    monkeypatch.setenv("TRAINKIT_STALE_AFTER", "3600")
     manager = _manager(sqlite_uri)
     config = manager.config_for("KO", "2020-01-01", "2021-06-30", data_source="synthetic", **FAST)
     holder = manager.store.client.create_run(
@@ -210,12 +213,12 @@ def test_waiter_takes_over_when_the_holder_releases(sqlite_uri: str) -> None:
 
     t = threading.Thread(target=release)
     t.start()
-    t0 = time.monotonic()
     result = _manager(sqlite_uri).get("KO", "2020-01-01", "2021-06-30", on_wait=told.append, **SYNTH)
     t.join()
     assert told == [holder]
     assert result.status == "trained" and result.run_id != holder
-    assert time.monotonic() - t0 < 60
+    held = manager.store.client.get_run(holder)
+    assert held.info.status == "FAILED" and st.TAG_FAILURE not in held.data.tags, held.data.tags  # released, not judged stale
 
 
 def test_ctrl_c_marks_the_run_killed_and_releases_the_claim(sqlite_uri: str) -> None:

@@ -64,3 +64,17 @@ class IntegrityError(StoreError):
 
 class TrainingInterrupted(RuntimeFailure):
     """Training was interrupted (Ctrl-C) or its claim was taken over by another trainer."""
+
+
+def caused_by_interrupt(exc: BaseException | None) -> bool:
+    """Did ``exc`` come out of a Ctrl-C? True for a ``KeyboardInterrupt`` itself, and for an
+    error raised while one was being handled (a library's cleanup that failed after the
+    interrupt landed in it, e.g. a database left locked): that is still the user's Ctrl-C, and
+    ends as one (run KILLED, exit 130)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -21,7 +21,7 @@ from typing import Any
 
 from trainkit import settings
 from trainkit.config import TrainConfig, parse_bool, parse_older_than
-from trainkit.errors import IntegrityError, ModelNotFoundError, TrainingInterrupted, TrainkitError
+from trainkit.errors import IntegrityError, ModelNotFoundError, TrainingInterrupted, TrainkitError, caused_by_interrupt
 from trainkit.store import (
     DEFAULT_EXPERIMENT,
     TAG_CLAIM,
@@ -288,11 +288,11 @@ class TrainingManager:
                     lease.fail("training was stopped", status="KILLED")
                     raise
                 result = None
-            except KeyboardInterrupt:
-                lease.fail("interrupted by the user (Ctrl-C)", status="KILLED")
-                raise
             except BaseException as exc:
-                lease.fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                if caused_by_interrupt(exc):  # Ctrl-C, even when a library's cleanup failed after it
+                    lease.fail("interrupted by the user (Ctrl-C)", status="KILLED")
+                else:
+                    lease.fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                 raise
             finally:
                 lease.stop_heartbeat()
@@ -427,7 +427,9 @@ class TrainingManager:
         model = train(config, features, progress=progress, metrics_sink=sink, should_stop=lease.should_stop)
         train_seconds = time.perf_counter() - t_train
         sink.close()
-        if not lease.settle() or self.store.find(config.config_hash, accept) is not None:
+        retrying = self.store.conn.retrying  # a finished training outlives a restart of the server
+        if (not retrying("checking the training lease", lease.settle)
+                or retrying("looking the config up", lambda: self.store.find(config.config_hash, accept)) is not None):
             # lost the tie, or a racing trainer already published this config: serve its model
             lease.release()
             return None

@@ -36,6 +36,9 @@ _root = _root_conftest()
 FAST: dict[str, int] = dict(_root.FAST)
 FAST_CLI: list[str] = list(_root.FAST_CLI)
 free_port = _root.free_port
+copy_sqlite_store = _root.copy_sqlite_store  # an empty store: a copy of the session's migrated template
+
+from support import assert_same_model, stored_policy  # noqa: E402,F401  (tests/support.py: a plain module, one name)
 
 START, END = "2020-01-01", "2022-12-31"
 WINDOW_CLI = ["--train-start", START, "--train-end", END]
@@ -97,20 +100,79 @@ def assert_clean_failure(res: Result, rc: int, *needles: str) -> None:
     assert not res.out.strip(), f"a failing command printed on stdout\n{res}"
 
 
+#: ``python -c`` launcher of barrier_cli.py with a second barrier *inside the race window of the
+#: lease*: in the first ``LeaseManager.acquire`` for ``TK_ACQUIRE_BARRIER_HASH``, after the
+#: process has looked and seen no live lease and just before it creates its own, it waits until
+#: ``TK_ACQUIRE_BARRIER_N`` processes are there (files ``at-<pid>`` in ``TK_ACQUIRE_BARRIER``).
+#: Only the timing is arranged; the protocol runs unchanged. Without it, processes released
+#: together still reach the lease tens to hundreds of milliseconds apart (data, features, store
+#: calls), the first lease is visible before the others look, and they wait without ever
+#: competing: the race would test nothing. Other hashes, and later calls, pass straight through.
+ACQUIRE_BARRIER_LAUNCHER = """
+import os, runpy, sys, time
+from trainkit.store import lease as _lease
+
+_dir, _n, _hash = (os.environ["TK_ACQUIRE_BARRIER"], int(os.environ["TK_ACQUIRE_BARRIER_N"]),
+                   os.environ["TK_ACQUIRE_BARRIER_HASH"])
+_real, _passed = _lease.LeaseManager.acquire, []
+
+def _barrier():
+    open(os.path.join(_dir, f"at-{os.getpid()}"), "w").close()
+    deadline = time.monotonic() + 180
+    while sum(name.startswith("at-") for name in os.listdir(_dir)) < _n:
+        if time.monotonic() > deadline:
+            sys.exit("lease barrier: the other processes never reached the lease")
+        time.sleep(0.002)
+    with open(os.path.join(_dir, f"claim-{os.getpid()}"), "w") as fh:
+        fh.write(repr(time.time()))
+
+def acquire(self, config_hash, create_run, *args, **kwargs):
+    if config_hash != _hash or _passed:
+        return _real(self, config_hash, create_run, *args, **kwargs)
+    _passed.append(True)
+
+    def create_run_together():
+        _barrier()
+        return create_run()
+
+    return _real(self, config_hash, create_run_together, *args, **kwargs)
+
+_lease.LeaseManager.acquire = acquire
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
 def start_barrier_cli(n: int, barrier: Path, argvs: list[list[str]], env: dict[str, str] | None, cwd: Path,
-                      logs: Path) -> list[subprocess.Popen]:
+                      logs: Path, *, at_lease: tuple[str, int] | None = None) -> list[subprocess.Popen]:
     """Start ``len(argvs)`` CLI processes that import everything heavy, then wait for each other
-    in a file barrier in ``barrier`` and run ``trainkit <argv>`` at the same moment."""
+    in a file barrier in ``barrier`` and run ``trainkit <argv>`` at the same moment.
+
+    ``at_lease=(config_hash, k)``: also hold ``k`` processes that saw no live lease on
+    ``config_hash`` until all ``k`` are about to create theirs (:data:`ACQUIRE_BARRIER_LAUNCHER`),
+    so their claims really meet in the store; ``claim_times(barrier)`` then says when each went
+    on. Every one of the ``k`` must get there (a process that fails earlier holds the others
+    until the barrier's deadline)."""
     assert len(argvs) == n
     barrier.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
+    env = dict(env or {})
+    launcher = [str(BARRIER_SCRIPT)]
+    if at_lease is not None:
+        (barrier / "lease").mkdir(exist_ok=True)
+        env.update(TK_ACQUIRE_BARRIER=str(barrier / "lease"), TK_ACQUIRE_BARRIER_HASH=at_lease[0],
+                   TK_ACQUIRE_BARRIER_N=str(at_lease[1]))
+        launcher = ["-c", ACQUIRE_BARRIER_LAUNCHER, str(BARRIER_SCRIPT)]
     procs = []
     for i, argv in enumerate(argvs):
-        procs.append(subprocess.Popen(
-            [PYTHON, str(BARRIER_SCRIPT), str(barrier), str(n), *argv],
+        proc = subprocess.Popen(
+            [PYTHON, *launcher, str(barrier), str(n), *argv],
             stdout=open(logs / f"p{i}.out", "w"), stderr=open(logs / f"p{i}.err", "w"),
             env=child_env(env), cwd=cwd, stdin=subprocess.DEVNULL,
-        ))
+        )
+        proc.trainkit_argv = list(argv)  # type: ignore[attr-defined]
+        procs.append(proc)
     return procs
 
 
@@ -126,9 +188,17 @@ def wait_all(procs: list[subprocess.Popen], logs: Path, timeout: float = 240) ->
                 p.kill()
                 p.wait()
     for i, p in enumerate(procs):
-        out.append(Result(p.args[3:], p.returncode, (logs / f"p{i}.out").read_text(),  # type: ignore[index]
+        out.append(Result(getattr(p, "trainkit_argv", p.args[3:]), p.returncode, (logs / f"p{i}.out").read_text(),  # type: ignore[index]
                           (logs / f"p{i}.err").read_text(), float("nan")))
     return out
+
+
+def claim_times(barrier: Path) -> list[float]:
+    """When each process held at the lease barrier went on to create its lease."""
+    lease = barrier / "lease"
+    if not lease.is_dir():
+        return []
+    return sorted(float((lease / f).read_text()) for f in os.listdir(lease) if f.startswith("claim-"))
 
 
 def go_times(barrier: Path) -> list[float]:

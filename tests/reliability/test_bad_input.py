@@ -27,6 +27,7 @@ from .rel_support import (
     assert_clean_failure,
     cli,
     client,
+    copy_sqlite_store,
     error_lines,
     snapshot,
     train_inprocess,
@@ -97,12 +98,13 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...]]] = [
 
 
 @pytest.fixture(scope="module")
-def populated(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A sqlite store holding one trainkit model and one foreign run, plus the CSV files."""
+def populated(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> dict:
+    """A sqlite store (a copy of the session's migrated template) holding one trainkit model and
+    one foreign run, plus the CSV files."""
     from backtesting.test import GOOG
 
     root = tmp_path_factory.mktemp("bad-input")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = copy_sqlite_store(sqlite_template, root)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("TRAINKIT_CACHE_DIR", str(root / "cache"))

@@ -23,6 +23,7 @@ import pytest
 from .rel_support import (
     WINDOW_CLI,
     assert_clean_failure,
+    assert_same_model,
     cli,
     client,
     describe,
@@ -109,7 +110,9 @@ def test_altered_or_missing_model_is_refused_tagged_and_retrained(sqlite_uri: st
         assert broken, f"run {old.run_id} was not tagged trainkit.broken"
         served = finished_with_hash(sqlite_uri, old.config.config_hash)
         assert {r.info.run_id for r in served} == {old.run_id, row["run_id"]}, describe(served)
-        assert trainkit.load_model(row["model_uri"]) is not None
+        # the retrained model is this config's model: the same weights and actions as the one
+        # trained in this process before the corruption (training is a function of the config)
+        assert_same_model(trainkit.load_model(row["model_uri"]), old.model, what=f"retrained {old.config.symbol}")
         print(f"{old.config.symbol}: broken run tagged ({broken[:90]}…), retrained as {row['run_id'][:8]}")
 
     # and from now on the new model answers, the broken one never does

@@ -15,6 +15,8 @@ from .rel_support import (
     PYTHON,
     Result,
     WINDOW_CLI,
+    all_runs,
+    assert_same_model,
     child_env,
     cli,
     client,
@@ -24,6 +26,7 @@ from .rel_support import (
     finished_with_hash,
     kill,
     running,
+    stored_policy,
     train_inprocess,
 )
 
@@ -101,7 +104,9 @@ def test_sigkill_mid_training_then_the_next_request_trains(sqlite_uri: str, tmp_
 
     served = finished_with_hash(sqlite_uri, h)
     assert [r.info.run_id for r in served] == [row["run_id"]], describe(served)
-    assert load_model(row["model_uri"], tracking_uri=sqlite_uri).num_timesteps >= STEPS
+    recovered = load_model(row["model_uri"], tracking_uri=sqlite_uri)
+    assert recovered.num_timesteps >= STEPS
+    assert_same_model(recovered, stored_policy(sqlite_uri, row["run_id"]), what=row["model_uri"])
 
     dead = c.get_run(claim_id)
     assert dead.info.status == "FAILED", describe([dead])
@@ -113,7 +118,7 @@ def test_sigkill_mid_training_then_the_next_request_trains(sqlite_uri: str, tmp_
     keep_after = c.get_run(keep.run_id)
     assert keep_after.info.status == "FINISHED" and keep_after.info.lifecycle_stage == "active"
     assert keep_after.data.tags == keep_before.data.tags
-    assert load_model(keep.model_uri, tracking_uri=sqlite_uri) is not None
+    assert_same_model(load_model(keep.model_uri, tracking_uri=sqlite_uri), keep.model, what="the untouched model")
     found = TrainingManager(sqlite_uri).store.find(keep.config.config_hash)
     assert found is not None and found.run_id == keep.run_id
     print(f"killed claim {claim_id[:8]} mid-training (last line: {progress[-1].strip()}); "
@@ -148,7 +153,8 @@ def test_frozen_trainer_that_resumes_after_a_takeover_publishes_nothing(sqlite_u
 
     resumed = Result_of(frozen, out, err)
     assert resumed.rc == 0 and "Traceback" not in resumed.err, str(resumed)
-    assert "taken over" in resumed.err, f"the resumed trainer did not notice the takeover\n{resumed}"
+    assert "taken over" in resumed.err, (f"the resumed trainer did not notice the takeover\n{resumed}\n"
+                                         f"the taker: {taker}\n" + describe(all_runs(sqlite_uri, "trainkit")))
     [row] = json.loads(resumed.out)
     assert row["model_uri"] == taken["model_uri"], f"the resumed trainer served its own model: {row}"
     served = finished_with_hash(sqlite_uri, h)

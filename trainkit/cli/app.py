@@ -44,7 +44,7 @@ from trainkit.config import (
     parse_older_than,
     validate_symbol,
 )
-from trainkit.errors import ConfigError, ModelURIError, TrainkitError
+from trainkit.errors import ConfigError, ModelURIError, TrainkitError, caused_by_interrupt
 from trainkit.hyperparams import ALGORITHM_DEFAULTS
 from trainkit.store.contract import check_alias, check_config_hash, check_registered_name, validate_model_uri
 
@@ -105,6 +105,19 @@ def setup_logging(verbose: int) -> None:
     logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
     logger.propagate = False
     env_settings.MLFLOW_LOGGING_LEVEL.set_default("INFO" if verbose else "WARNING")
+    # MLflow logs a database error with its traceback before raising it; when the error came out
+    # of the user's Ctrl-C (a sqlite transaction cut short), the one line "interrupted" says it all
+    db_logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _AfterInterrupt) for f in db_logger.filters):
+        db_logger.addFilter(_AfterInterrupt())
+
+
+class _AfterInterrupt(logging.Filter):
+    """Drops log records about an exception that a Ctrl-C caused (unless -v)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return bool(_state.verbose) or not caused_by_interrupt(exc)
 
 
 @contextlib.contextmanager
@@ -835,25 +848,34 @@ def run(argv: Sequence[str] | None = None) -> int:
             traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
-    except click.ClickException as exc:
+    except Exception as exc:
+        if not caused_by_interrupt(exc):
+            return _report(exc)
+        if _state.verbose:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+def _report(exc: Exception) -> int:
+    """One line on stderr for an error that is not an interrupt (the traceback with -v), and
+    its exit code."""
+    if isinstance(exc, click.ClickException):
         hint = ""
         ctx = getattr(exc, "ctx", None)
         if isinstance(exc, click.UsageError) and ctx is not None and not isinstance(exc, _Refused):
             hint = f" (see '{ctx.command_path} --help')"
         sys.stderr.write(f"error: {exc.format_message()}{hint}\n")
         return exc.exit_code
-    except TrainkitError as exc:
-        if _state.verbose:
-            traceback.print_exc(file=sys.stderr)
+    if _state.verbose:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if isinstance(exc, TrainkitError):
         sys.stderr.write(f"error: {one_line(exc)}\n")
         return exc.exit_code
-    except Exception as exc:  # a bug or an error nobody translated: still one line
-        if _state.verbose:
-            traceback.print_exc(file=sys.stderr)
-            sys.stderr.write(f"error: {type(exc).__name__}: {one_line(exc)}\n")
-        else:
-            sys.stderr.write(f"error: {type(exc).__name__}: {one_line(exc)} (run with --verbose for the traceback)\n")
-        return EXIT_RUNTIME
+    # a bug or an error nobody translated: still one line
+    hint = "" if _state.verbose else " (run with --verbose for the traceback)"
+    sys.stderr.write(f"error: {type(exc).__name__}: {one_line(exc)}{hint}\n")
+    return EXIT_RUNTIME
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -107,8 +107,9 @@ class Lease:
         wait = deadline - time.monotonic()
         if wait > 0:
             time.sleep(wait)
+        winner = not self.lost.is_set() and won()  # a failed look-up leaves the tie open
         self._tie = None
-        if not self.lost.is_set() and won():
+        if winner:
             self.mark_won()
             return True
         log.info("lease %s lost its tie to an older claimant: released", self.run_id)
@@ -220,10 +221,17 @@ class LeaseManager:
                 continue
             log.warning("training lease %s%s is stale (no heartbeat for %ss): taking over", r.info.run_id,
                         f" for {label}" if label else "", int(settings.TRAINKIT_STALE_AFTER.get()))
+            # FAILED first: that alone ends the lease (a trainer that wakes up sees it is no longer
+            # the holder). Only a lease that really ended counts as taken over; the tags are the record.
+            try:
+                self.client.set_terminated(r.info.run_id, status="FAILED")
+            except Exception as exc:
+                log.debug("could not end the stale lease %s: %s", r.info.run_id, exc)
+                continue
             with contextlib.suppress(Exception):
                 self.client.set_tag(r.info.run_id, TAG_FAILURE, "stale claim: its trainer stopped sending heartbeats")
+            with contextlib.suppress(Exception):
                 self.client.delete_tag(r.info.run_id, TAG_CLAIM)
-                self.client.set_terminated(r.info.run_id, status="FAILED")
             taken.append(r.info.run_id)
         return taken
 
