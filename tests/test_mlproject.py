@@ -105,7 +105,10 @@ def test_mlflow_run_uses_the_project_run(store, tmp_path):  # noqa: F811
     assert [r.info.run_id for r in client.search_runs([trainkit_exp])] == [model_run.info.run_id]
     from trainkit import load_model
 
-    assert load_model(f"runs:/{model_run.info.run_id}/model").policy is not None
+    from support import assert_same_model, stored_policy
+
+    # the project run's model loads by URI as the very policy stored in it
+    assert_same_model(load_model(f"runs:/{model_run.info.run_id}/model"), stored_policy(store, model_run.info.run_id))
 
     # the same request from another experiment: a hit, recorded in that project run
     p = _mlflow_run(tmp_path, "elsewhere", *TRAIN_PARAMS, "force=false")

@@ -289,7 +289,10 @@ def test_trainings_stream_back_and_a_second_run_is_served_from_the_cache(cluster
     assert not ray.is_initialized()  # disconnected; the cluster stays up
     assert [o.result.status for o in again] == ["cached"] * 3
     assert [o.result.run_id for o in again] == [runs[r.config.config_hash] for r in requests]
-    assert all(o.result.model is not None for o in again)
+    from support import assert_same_model, stored_policy
+
+    for o in again:  # the models loaded here are the ones the workers published
+        assert_same_model(o.result.model, stored_policy(sqlite_uri, o.result.run_id), what=o.request.config.symbol)
 
 
 @pytest.mark.slow
