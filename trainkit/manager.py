@@ -290,6 +290,7 @@ class TrainingManager:
                 result = None
             except BaseException as exc:
                 if caused_by_interrupt(exc):  # Ctrl-C, even when a library's cleanup failed after it
+                    _drop_interrupted_work(exc)
                     lease.fail("interrupted by the user (Ctrl-C)", status="KILLED")
                 else:
                     lease.fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -631,6 +632,24 @@ class TrainingManager:
     def register(self, model_uri: str, name: str | None = None, alias: str | None = None) -> tuple[str, str]:
         """Register a model (``trainkit-<SYMBOL>`` by default) and optionally set an alias."""
         return self.store.register(model_uri, name, alias)
+
+
+def _drop_interrupted_work(exc: BaseException) -> None:
+    """Let go of what a Ctrl-C cut short inside a library, before the lease is ended.
+
+    An interrupt that lands inside a sqlite write leaves that transaction open in a session
+    which the traceback's frames still hold; the store then stays locked, and ending the lease
+    would fail ("database is locked"), leaving it RUNNING until it goes stale. Clearing the
+    finished frames' locals and collecting lets SQLAlchemy roll the transaction back."""
+    import gc
+    import traceback
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+    gc.collect()
 
 
 def _accept_for(config: TrainConfig, superseded: frozenset[str], source_ok: bool, no_fallback: bool = False) -> Any:

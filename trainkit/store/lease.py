@@ -168,8 +168,13 @@ class Lease:
         with contextlib.suppress(Exception):
             self.client.delete_tag(self.run_id, TAG_CLAIM)
         if not self.external:  # `mlflow run` ends its own run when our process exits non-zero
-            with contextlib.suppress(Exception):
-                self.client.set_terminated(self.run_id, status=status)
+            for attempt in range(3):  # a store still busy with what an interrupt cut short
+                try:
+                    self.client.set_terminated(self.run_id, status=status)
+                    break
+                except Exception as exc:
+                    log.debug("ending lease %s failed (attempt %d): %s", self.run_id, attempt + 1, exc)
+                    time.sleep(0.5)
 
     def drop_tags(self) -> None:
         """After publishing (the run is FINISHED and carries ``config_hash``): remove the lease
