@@ -403,22 +403,36 @@ def clean_bars(bars: Any) -> pd.DataFrame:
                         "send the bars oldest first")
 
     prices = values[:, :4]
-    nonpos = (prices <= 0).any(axis=1)
-    if nonpos.any():
-        raise BarsError(f"bars: non-positive prices on {_days(index, nonpos)}")
-    negvol = values[:, 4] < 0
-    if negvol.any():
-        raise BarsError(f"bars: negative volume on {_days(index, negvol)}")
-    o, h, low, c = (prices[:, i] for i in range(4))
-    inverted = h < low
-    if inverted.any():
-        raise BarsError(f"bars: High below Low on {_days(index, inverted)}")
-    hi = np.maximum(h, np.maximum(o, c))
-    lo = np.minimum(low, np.minimum(o, c))
-    if ((hi != h) | (lo != low)).any():  # vendors round adjusted prices independently
+    try:
+        hi, lo = check_ohlc(prices, values[:, 4], lambda mask: _days(index, mask))
+    except OHLCVProblem as exc:
+        raise BarsError(f"bars: {exc}") from None
+    if ((hi != prices[:, 1]) | (lo != prices[:, 2])).any():
         df["High"] = hi
         df["Low"] = lo
     return df
+
+
+class OHLCVProblem(ValueError):
+    """A row no price source may deliver; the message names it (without a source prefix)."""
+
+
+def check_ohlc(prices: np.ndarray, volume: np.ndarray, days: Callable[[np.ndarray], str]) -> tuple[np.ndarray, np.ndarray]:
+    """The rules every daily bar meets, for the data sources and served models alike: prices
+    (Open, High, Low, Close columns) positive, volume not negative, High not below Low.
+    Returns High and Low widened to contain Open and Close (vendors round adjusted prices
+    independently). ``days(mask)`` names the offending days; :class:`OHLCVProblem` otherwise."""
+    nonpos = (prices <= 0).any(axis=1)
+    if nonpos.any():
+        raise OHLCVProblem(f"non-positive prices on {days(nonpos)}")
+    negvol = volume < 0
+    if negvol.any():
+        raise OHLCVProblem(f"negative volume on {days(negvol)}")
+    o, h, low, c = (prices[:, i] for i in range(4))
+    inverted = h < low
+    if inverted.any():
+        raise OHLCVProblem(f"High below Low on {days(inverted)}")
+    return np.maximum(h, np.maximum(o, c)), np.minimum(low, np.minimum(o, c))
 
 
 def _day(value: Any, name: str) -> np.datetime64:

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from trainkit.signals_core import apply_adj_close  # noqa: F401  (one adjustment, shared with served models)
+from trainkit.signals_core import OHLCVProblem, apply_adj_close, check_ohlc  # one set of rules, shared with served models
 
 from trainkit.config import parse_date
 from trainkit.errors import ConfigError, DataError
@@ -171,19 +171,11 @@ def validate_ohlcv(frame: pd.DataFrame, source_label: str, *, drop_blank_rows: b
     if dup.any():
         raise DataError(f"{source_label}: duplicate dates {_first_dates(df.index, dup)}")
 
-    nonpos = (prices <= 0).any(axis=1)
-    if nonpos.any():
-        raise DataError(f"{source_label}: non-positive prices on {_first_dates(df.index, nonpos)}")
-    negvol = df["Volume"].to_numpy() < 0
-    if negvol.any():
-        raise DataError(f"{source_label}: negative volume on {_first_dates(df.index, negvol)}")
-    o, h, low, c = (prices[:, i] for i in range(4))
-    inverted = h < low
-    if inverted.any():
-        raise DataError(f"{source_label}: High below Low on {_first_dates(df.index, inverted)}")
-    hi = np.maximum(h, np.maximum(o, c))
-    lo = np.minimum(low, np.minimum(o, c))
-    widened = int(((hi != h) | (lo != low)).sum())
+    try:
+        hi, lo = check_ohlc(prices, df["Volume"].to_numpy(), lambda mask: _first_dates(df.index, mask))
+    except OHLCVProblem as exc:
+        raise DataError(f"{source_label}: {exc}") from None
+    widened = int(((hi != prices[:, 1]) | (lo != prices[:, 2])).sum())
     if widened:
         log.debug("%s: widened High/Low to contain Open/Close on %d row(s)", source_label, widened)
         df["High"] = hi
