@@ -19,6 +19,20 @@ import pytest
 from support import FAST, FAST_CLI, PYTHON, REPO, copy_sqlite_store, free_port, make_sqlite_template, run_cli  # noqa: E402,F401
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C must be deliverable to the processes the tests start. A shell that runs a command
+    in the background without job control (``make test &``, ``nohup``, some CI runners) starts
+    it with SIGINT *ignored*, and an ignored signal stays ignored across ``exec``: every
+    ``python -m trainkit`` child would then shrug off the SIGINT that the Ctrl-C tests send,
+    and those tests would fail for a reason that has nothing to do with trainkit. A handled
+    signal is reset to its default in an exec'd child, so handling it here (as Python does by
+    default) gives every child the default a terminal user has."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def closed_yahoo_proxy():
     """``http://127.0.0.1:<port>`` where nothing listens, for the whole session, set as

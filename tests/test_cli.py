@@ -365,7 +365,7 @@ def test_workers_in_a_real_process_with_json_on_stdout_only(cli, store):
     """Two symbols on ``--workers`` train at the same time, each in its own worker process:
     their training runs (read back with MlflowClient) overlap in time. Enough timesteps that
     training, not the workers' start-up, is most of each run."""
-    steps = ["--timesteps", "4096", *FAST_CLI[2:]]
+    steps = ["--timesteps", "24000", *FAST_CLI[2:]]
     # -v: info logs (and MLflow's) go to stderr; stdout must still be exactly one JSON document
     p = run_cli("-v", "train", "--symbols", "AAPL", "MSFT", "--data-source", "synthetic", "--workers", "4",
                 "--json", *steps)
@@ -414,6 +414,69 @@ def test_ctrl_c_exits_130_and_marks_the_run_killed(store):
     exp = client.get_experiment_by_name("trainkit")
     statuses = [r.info.status for r in client.search_runs([exp.experiment_id])]
     assert statuses == ["KILLED"]
+
+
+def test_ctrl_c_with_workers_kills_every_run_and_leaves_no_process(store):
+    """A terminal's Ctrl-C reaches the whole process group: the command, its fork server and
+    the workers forked from it. Exit 130; both trainings end KILLED; no process of the
+    command's group outlives it (the fork server goes with its parent)."""
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "trainkit", "train", "--symbols", "AAPL", "MSFT", "--data-source", "synthetic", "--workers", "2",
+         "--timesteps", "50000000", "--hp", "n_envs=2", "--hp", "n_steps=64", "--hp", "batch_size=64"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ}, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _running(store) < 2:
+            time.sleep(0.5)
+        assert _running(store) == 2, "both workers never started training: this test would prove nothing"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        group_left = _wait_group_gone(proc.pid, 15)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert "Traceback" not in err and out == ""
+    assert group_left == [], f"processes of the command outlived it: {group_left}"
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("trainkit")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]
+    assert not [r for r in runs if "trainkit.claim_hash" in r.data.tags]  # leases released
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> list[int]:
+    """The pids still in process group ``pgid`` after up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as fh:
+                        fields = fh.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    left.append(int(entry))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _running(uri: str) -> int:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    try:
+        exp = client.get_experiment_by_name("trainkit")
+    except Exception:
+        return 0
+    return len(client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")) if exp else 0
 
 
 def _has_claim(uri: str) -> bool:

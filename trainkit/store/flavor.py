@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import warnings
@@ -140,6 +141,25 @@ def pip_requirements() -> list[str]:
         except PackageNotFoundError:
             reqs.append(pkg)
     return reqs
+
+
+def warm_up() -> None:
+    """Do once, in a process that will log models, what its first :func:`log_model` would do
+    lazily: import MLflow's pyfunc and model-saving modules, and fill MLflow's map of installed
+    packages (it checks :func:`pip_requirements` against the environment on every save; the
+    first check scans every installed distribution, about 0.6 s). Silent: a mismatch is reported
+    by the real save, not here."""
+    import mlflow.pyfunc  # noqa: F401
+    from mlflow.models import Model  # noqa: F401
+    from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+    mlflow_log = logging.getLogger("mlflow")
+    level = mlflow_log.level
+    mlflow_log.setLevel(logging.ERROR)
+    try:
+        warn_dependency_requirement_mismatches(pip_requirements())
+    finally:
+        mlflow_log.setLevel(level)
 
 
 def signature(obs_dim: int) -> Any:
