@@ -394,8 +394,10 @@ def train(settings: Settings, force: bool, register: bool, workers: int, executo
     from trainkit.manager import ModelRequest
 
     configs = configs_from(opts)
-    runner = make_executor(executor, workers=min(workers, len(configs)), verbose=settings.verbose,
-                           address=ray_address)  # exit 2 on --ray-address without --executor ray, before any I/O
+    # exit 2 on --ray-address without --executor ray, before any I/O; a dry run trains nothing, so it
+    # starts no local worker server
+    runner = make_executor(executor, workers=1 if dry_run else min(workers, len(configs)), verbose=settings.verbose,
+                           address=ray_address)
     symbols, json_mode, no_fallback = opts["symbols"], opts["json_mode"], opts["no_fallback"]
 
     with stdout_for(json_mode) as out:

@@ -128,17 +128,20 @@ def walkforward(ctx: click.Context, start: str, end: str | None, train_window: s
         # every symbol is planned first: a bad window is exit 2 before anything is trained
         plans = [plan_walk_forward(sym, start, end, train_window, test_window, step, mode.lower(), embargo, seeds,
                                    no_fallback=no_fallback, **options) for sym in symbols]
+        from trainkit.executors import make_executor
+
+        # made before the store is opened: local workers warm up meanwhile (none for a dry run);
+        # the manager tells a Ray executor its store when it submits
+        tasks = max(len(p.tasks) for p in plans)
+        runner = make_executor(executor, workers=1 if dry_run else max(1, min(workers, tasks)),
+                               verbose=settings.verbose, address=ray_address)
         manager = settings.manager()
         if dry_run:
             _dry_run(manager, plans, out, json_mode)
             return
-        from trainkit.executors import make_executor
 
         docs: list[dict[str, Any]] = []
         codes: list[int] = []
-        tasks = max(len(p.tasks) for p in plans)
-        runner = make_executor(executor, workers=max(1, min(workers, tasks)), verbose=settings.verbose,
-                               address=ray_address, tracking_uri=manager.tracking_uri)
         with runner:  # Ray: one connection for every symbol's plan
             for plan in plans:
                 try:
