@@ -397,7 +397,7 @@ def test_ctrl_c_exits_130_and_marks_the_run_killed(store):
     )
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not _has_claim(store):
+        while time.monotonic() < deadline and not _running(store):
             time.sleep(0.5)
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
@@ -477,14 +477,3 @@ def _running(uri: str) -> int:
     except Exception:
         return 0
     return len(client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")) if exp else 0
-
-
-def _has_claim(uri: str) -> bool:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    try:
-        exp = client.get_experiment_by_name("trainkit")
-    except Exception:
-        return False
-    return bool(exp and client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'"))

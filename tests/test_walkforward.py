@@ -446,19 +446,7 @@ def test_walk_forward_on_a_real_server_with_csv_data_that_start_late(server_uri:
 
 
 # ============================================================================ two processes at once
-_RACER = """
-import os, sys, time
-barrier, n, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-import mlflow.tracking, stable_baselines3  # the heavy imports before the barrier
-import trainkit.agents, trainkit.cli, trainkit.cli.walkforward, trainkit.data, trainkit.features, trainkit.manager
-open(os.path.join(barrier, f"ready-{os.getpid()}"), "w").close()
-deadline = time.monotonic() + 180
-while sum(f.startswith("ready-") for f in os.listdir(barrier)) < n:
-    if time.monotonic() > deadline:
-        sys.exit("barrier: the other process never became ready")
-    time.sleep(0.005)
-trainkit.cli.main(argv)
-"""
+BARRIER_CLI = Path(__file__).resolve().parent / "barrier_cli.py"
 
 
 @pytest.mark.slow
@@ -471,7 +459,7 @@ def test_two_processes_running_the_same_walk_forward_train_each_fold_once(sqlite
             "1y", "--test-window", "6m", "--data-source", "synthetic", "--timesteps", "2048", "--hp", "n_envs=2",
             "--hp", "n_steps=64", "--hp", "batch_size=64", "--hp", "n_epochs=1", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([PYTHON, "-c", _RACER, str(barrier), "2", *argv], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([PYTHON, str(BARRIER_CLI), str(barrier), "2", *argv], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
              for _ in range(2)]
     docs = []

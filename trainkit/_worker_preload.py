@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import os
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[_var] = "1"
+from trainkit.executors import THREAD_VARS
+
+os.environ.update(THREAD_VARS)  # before torch is imported: no OpenMP pool to copy into the children
 
 
 def _warm() -> None:

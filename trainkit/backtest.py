@@ -176,6 +176,13 @@ class BacktestResult:
 
 
 # ----------------------------------------------------------------------------- metrics
+
+def drawdowns(equity: np.ndarray) -> np.ndarray:
+    """Each day's fall from the highest equity so far (0 at a new high, -0.25 a quarter below it)."""
+    equity = np.asarray(equity, dtype=np.float64)
+    return equity / np.maximum.accumulate(equity) - 1.0
+
+
 def compute_metrics(
     net_returns: np.ndarray, positions: np.ndarray, closes: np.ndarray
 ) -> tuple[dict[str, float], np.ndarray]:
@@ -201,8 +208,7 @@ def compute_metrics(
     sharpe = 0.0 if constant else mean / sd * root
     downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
     sortino = mean / downside * root if downside > 0 else 0.0
-    peaks = np.maximum.accumulate(equity)
-    drawdown = equity / peaks - 1.0
+    drawdown = drawdowns(equity)
     steps = np.abs(np.diff(np.concatenate(([0.0], held))))
     bh = float(closes[-1] / closes[0] - 1.0)
     metrics = {
@@ -459,7 +465,7 @@ def _equity_frame(dates: np.ndarray, closes: np.ndarray, traded: dict[str, np.nd
             "net_return": np.concatenate(([0.0], traded["net_returns"])),
             "strategy_equity": curve,
             "buy_and_hold_equity": closes / closes[0],
-            "drawdown": curve / np.maximum.accumulate(curve) - 1.0,
+            "drawdown": drawdowns(curve),
         }
     )
 
@@ -552,11 +558,16 @@ def _plot(result: BacktestResult, path: str) -> None:
     top.set_title(f"{result.symbol} backtest {result.first_day} → {result.last_day}   {result.model_uri}", fontsize=10)
     top.legend(loc="upper left")
     top.grid(alpha=0.3)
-    bh = eq["buy_and_hold_equity"].to_numpy()
-    bottom.fill_between(dates, eq["drawdown"], 0.0, color="tab:red", alpha=0.4, label="strategy")
-    bottom.plot(dates, bh / np.maximum.accumulate(bh) - 1.0, color="tab:gray", lw=0.8, label="buy and hold")
-    bottom.legend(loc="lower left", fontsize=8)
-    bottom.set_ylabel("drawdown")
-    bottom.grid(alpha=0.3)
+    plot_drawdowns(bottom, dates, eq["strategy_equity"].to_numpy(), eq["buy_and_hold_equity"].to_numpy())
     fig.tight_layout()
     fig.savefig(path, format="png")
+
+
+def plot_drawdowns(ax: Any, dates: Any, strategy_equity: np.ndarray, buy_and_hold_equity: np.ndarray) -> None:
+    """The panel under an equity chart (a backtest's, a walk-forward's): the strategy's
+    drawdown filled, buy and hold's as a line."""
+    ax.fill_between(dates, drawdowns(strategy_equity), 0.0, color="tab:red", alpha=0.4, label="strategy")
+    ax.plot(dates, drawdowns(buy_and_hold_equity), color="tab:gray", lw=0.8, label="buy and hold")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_ylabel("drawdown")
+    ax.grid(alpha=0.3)

@@ -52,6 +52,11 @@ class Executor(Protocol):
     # checks it can, before submitting) and ``with executor:`` (keep resources across calls).
 
 
+#: one thread per numeric library in every worker process and Ray task (training also pins torch
+#: to one thread): N workers on N cores do not oversubscribe them
+THREAD_VARS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}
+
 #: imported once by the fork server the local pool's workers are forked from (warms them)
 PRELOAD_MODULE = "trainkit._worker_preload"
 
@@ -166,14 +171,16 @@ class LocalExecutor:
                     value = exc
                 yield futures[fut], value
         except BaseException:  # Ctrl-C, or the consumer stopped early
-            if pool is self._kept:
-                self._kept = None
+            self._forget(pool)
             stop_pool(pool)
             raise
-        if pool is not self._kept or broken:
-            if pool is self._kept:
-                self._kept = None  # a broken pool takes no more work: the next call starts another
+        if broken or not self._held:  # a broken pool takes no more work: the next call starts another
+            self._forget(pool)
             pool.shutdown(wait=True)
+
+    def _forget(self, pool: Any) -> None:
+        if pool is self._kept:
+            self._kept = None
 
 
 @dataclass(frozen=True)
@@ -204,8 +211,7 @@ def worker_init(caller: WorkerContext | int = 0) -> None:
             os.chdir(caller.cwd)
     if caller.sys_path is not None:
         sys.path[:] = caller.sys_path
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"
+    os.environ.update(THREAD_VARS)
     logger = logging.getLogger("trainkit")
     if not logger.handlers:
         handler = logging.StreamHandler()
@@ -245,9 +251,6 @@ LOCAL_RAY_ADDRESSES = frozenset({"local", "auto", "localhost", "127.0.0.1", "::1
 #: run-scoped MLflow variables of the driver that must not leak into the workers' runs
 _DRIVER_ONLY = frozenset({"MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"})
 
-#: one thread per numeric library in each task (training also pins torch to one thread)
-THREAD_VARS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-               "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}
 
 
 def is_local_ray_address(address: str | None) -> bool:

@@ -636,6 +636,8 @@ def stitch(equities: Sequence[pd.DataFrame], folds: Sequence[int] | None = None)
     import numpy as np
     import pandas as pd
 
+    from trainkit.backtest import drawdowns
+
     folds = list(range(len(equities))) if folds is None else list(folds)
     parts = []
     for i, eq in enumerate(equities):
@@ -655,8 +657,7 @@ def stitch(equities: Sequence[pd.DataFrame], folds: Sequence[int] | None = None)
     out = pd.concat(parts, ignore_index=True)
     out["strategy_equity"] = np.cumprod(1.0 + out["net_return"].to_numpy())
     out["buy_and_hold_equity"] = np.cumprod(1.0 + out["buy_and_hold_return"].to_numpy())
-    eq = out["strategy_equity"].to_numpy()
-    out["drawdown"] = eq / np.maximum.accumulate(eq) - 1.0
+    out["drawdown"] = drawdowns(out["strategy_equity"].to_numpy())
     return out
 
 
@@ -674,6 +675,8 @@ def aggregate(plan: WalkForwardPlan, folds: Sequence[Fold]) -> tuple[pd.Series, 
     import numpy as np
     import pandas as pd
 
+    from trainkit.backtest import drawdowns
+
     per_seed: dict[int, pd.DataFrame] = {}
     for seed in plan.seeds:
         mine = sorted((f for f in folds if f.seed == seed), key=lambda f: f.index)
@@ -683,8 +686,7 @@ def aggregate(plan: WalkForwardPlan, folds: Sequence[Fold]) -> tuple[pd.Series, 
     ens["net_return"] = np.mean([per_seed[s]["net_return"].to_numpy() for s in plan.seeds], axis=0)
     ens["held"] = np.mean([per_seed[s]["held"].to_numpy() for s in plan.seeds], axis=0)
     ens["strategy_equity"] = np.cumprod(1.0 + ens["net_return"].to_numpy())
-    curve = ens["strategy_equity"].to_numpy()
-    ens["drawdown"] = curve / np.maximum.accumulate(curve) - 1.0
+    ens["drawdown"] = drawdowns(ens["strategy_equity"].to_numpy())
     if len(plan.seeds) == 1:
         ens = first
 
@@ -922,6 +924,8 @@ def plot(wf: WalkForward, path: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from trainkit.backtest import plot_drawdowns
+
     p, m = wf.plan, wf.metrics
     dates = wf.equity.index.to_numpy()
     fig = Figure(figsize=(11, 6.5), dpi=100)
@@ -947,13 +951,7 @@ def plot(wf: WalkForward, path: str) -> None:
                   f"{p.test_window} test{seeds}", fontsize=10)
     top.legend(loc="upper left", fontsize=8)
     top.grid(alpha=0.3)
-    bh = wf.buy_and_hold.to_numpy()
-    eq = wf.equity.to_numpy()
-    bottom.fill_between(dates, eq / np.maximum.accumulate(eq) - 1.0, 0.0, color="tab:red", alpha=0.4, label="strategy")
-    bottom.plot(dates, bh / np.maximum.accumulate(bh) - 1.0, color="tab:gray", lw=0.8, label="buy and hold")
-    bottom.legend(loc="lower left", fontsize=8)
-    bottom.set_ylabel("drawdown")
-    bottom.grid(alpha=0.3)
+    plot_drawdowns(bottom, dates, wf.equity.to_numpy(), wf.buy_and_hold.to_numpy())
     fig.tight_layout()
     fig.savefig(path, format="png")
 

@@ -20,7 +20,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PYTHON = sys.executable
-BARRIER_SCRIPT = HERE / "barrier_cli.py"
+BARRIER_SCRIPT = HERE.parent / "barrier_cli.py"
 
 
 def _root_conftest() -> Any:

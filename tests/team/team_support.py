@@ -17,7 +17,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
-BARRIER = HERE / "barrier.py"
+BARRIER = HERE.parent / "barrier_cli.py"
 
 START, END = "2020-01-01", "2022-12-31"
 WINDOW_CLI = ["--train-start", START, "--train-end", END]

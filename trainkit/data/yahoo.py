@@ -241,12 +241,11 @@ class DownloadCache:
         Rows outside the covered window (an older trainkit stored today's unfinished bar) are
         not part of the stored rows."""
         path = self.path_for(symbol)
-        if not os.path.isfile(path):
-            return None
         try:
-            table, meta = self._read_table(path)
-            if meta.get("format") != _CACHE_FORMAT or meta.get("symbol") != symbol:
+            found = self._read_own(path, symbol)
+            if found is None:
                 return None
+            table, meta = found
             start, end = _dt.date.fromisoformat(meta["start"]), _dt.date.fromisoformat(meta["end"])
             frame = validate_ohlcv(table.to_pandas(), f"cached yfinance data {path}")
             return _within(frame, start, end), start, end
@@ -276,13 +275,11 @@ class DownloadCache:
         (NaN when Yahoo no longer lists the day), ``change`` (``changed``, ``added`` or
         ``removed``) and ``seen`` (UTC time that version was first downloaded). Offline."""
         path = self.revisions_path_for(symbol)
-        if not os.path.isfile(path):
-            return None
         try:
-            table, meta = self._read_table(path)
-            if meta.get("format") != _CACHE_FORMAT or meta.get("symbol") != symbol:
+            found = self._read_own(path, symbol)
+            if found is None:
                 return None
-            frame = table.to_pandas()
+            frame = found[0].to_pandas()
             frame.index = pd.DatetimeIndex(frame.index).as_unit("ns").rename("Date")
             frame = frame.loc[:, list(_REVISION_COLUMNS)]
             return frame if len(frame) else None
@@ -430,11 +427,19 @@ class DownloadCache:
 
     # ------------------------------------------------------------------ files
     @staticmethod
-    def _read_table(path: str) -> tuple[Any, dict[str, Any]]:
+    def _read_own(path: str, symbol: str) -> tuple[Any, dict[str, Any]] | None:
+        """``(arrow table, trainkit metadata)`` of a cache file of ``symbol`` in this format, or
+        ``None`` when there is none (absent, another format, another symbol); raises when the
+        file is damaged."""
         import pyarrow.parquet as pq
 
+        if not os.path.isfile(path):
+            return None
         table = pq.read_table(path)
-        return table, json.loads((table.schema.metadata or {})[_META_KEY])
+        meta = json.loads((table.schema.metadata or {})[_META_KEY])
+        if meta.get("format") != _CACHE_FORMAT or meta.get("symbol") != symbol:
+            return None
+        return table, meta
 
     def _write_table(self, path: str, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
         """Write ``frame`` with trainkit's metadata atomically (temporary file + ``os.replace``)."""

@@ -143,44 +143,32 @@ def log_walkforward(store: Any, wf: WalkForwardRun) -> str:
     then its metrics and artifacts, then FINISHED) and return its id. The key tag is on the
     parent from the start, but lookups only accept FINISHED runs, so a walk-forward that
     failed half-way (parent FAILED) is never taken for a complete one."""
-    from trainkit.store.runs import as_metrics, as_params
+    from trainkit.store.runs import as_metrics, as_params, new_run
 
     conn = store.conn
     exp = conn.experiment_id(WALKFORWARD_EXPERIMENT)
-    with conn.errors("logging the walk-forward run"):
-        parent = conn.client.create_run(exp, run_name=wf.run_name, tags=wf.tags).info.run_id
-        try:
-            conn.client.log_batch(parent, params=as_params(wf.params))
-            for fold in wf.folds:
-                _log_fold(conn, exp, parent, fold)
-            conn.client.log_batch(parent, metrics=as_metrics(wf.metrics))
-            for path in wf.artifacts.values():
-                conn.client.log_artifact(parent, path)
-        except BaseException:
-            conn.client.set_terminated(parent, status="FAILED")
-            raise
-        conn.client.set_terminated(parent, status="FINISHED")
+    with conn.errors("logging the walk-forward run"), new_run(conn, exp, run_name=wf.run_name, tags=wf.tags) as parent:
+        conn.client.log_batch(parent, params=as_params(wf.params))
+        for fold in wf.folds:
+            _log_fold(conn, exp, parent, fold)
+        conn.client.log_batch(parent, metrics=as_metrics(wf.metrics))
+        for path in wf.artifacts.values():
+            conn.client.log_artifact(parent, path)
     return parent
 
 
 def _log_fold(conn: Any, exp: str, parent: str, fold: FoldRun) -> str:
     from mlflow.entities import LoggedModelInput
 
-    from trainkit.store.runs import as_metrics, as_params
+    from trainkit.store.runs import as_metrics, as_params, new_run
 
-    tags = {**fold.tags, TAG_PARENT_RUN: parent}
-    run = conn.client.create_run(exp, run_name=fold.run_name, tags=tags).info.run_id
-    metrics = as_metrics(fold.metrics)
-    if fold.model_id:
-        metrics = [_for_model(m, fold) for m in metrics]
-    try:
+    with new_run(conn, exp, run_name=fold.run_name, tags={**fold.tags, TAG_PARENT_RUN: parent}) as run:
+        metrics = as_metrics(fold.metrics)
+        if fold.model_id:
+            metrics = [_for_model(m, fold) for m in metrics]
         conn.client.log_batch(run, params=as_params(fold.params), metrics=metrics)
         if fold.model_id:  # MLflow 3 lineage: the fold's model as the run's input
             conn.client.log_inputs(run, models=[LoggedModelInput(fold.model_id)])
-    except BaseException:
-        conn.client.set_terminated(run, status="FAILED")
-        raise
-    conn.client.set_terminated(run, status="FINISHED")
     return run
 
 

@@ -13,7 +13,7 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from trainkit.config import TrainConfig
@@ -290,25 +290,32 @@ def description(config: TrainConfig, provenance: DataProvenance, model_id: str) 
 
 
 # ----------------------------------------------------------------------------- other runs
+@contextlib.contextmanager
+def new_run(conn: Any, experiment_id: str, *, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+    """A new RUNNING run for the body to log into (yields its id): FINISHED when the body
+    returns, FAILED when it raises (and the exception goes on), so a half-logged run is never
+    taken for a complete one — lookups accept FINISHED runs only."""
+    rid = conn.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    try:
+        yield rid
+    except BaseException:
+        conn.client.set_terminated(rid, status="FAILED")
+        raise
+    conn.client.set_terminated(rid, status="FINISHED")
+
+
 def log_finished_run(conn: Any, experiment_id: str, *, run_name: str, params: dict[str, str],
                      metrics: dict[str, float], tags: dict[str, str], artifacts: dict[str, str] | None = None,
                      input_model_ids: Sequence[str] | None = None) -> str:
     """Log a complete, FINISHED run (a backtest, a walk-forward fold). Returns its run id.
     ``input_model_ids``: LoggedModels the run used, logged as its inputs (MLflow 3 lineage:
     the UI shows the model on the run and the run on the model). A failure ends it FAILED."""
-    with conn.errors("logging a run"):
-        run = conn.client.create_run(experiment_id, run_name=run_name, tags=tags)
-        rid = run.info.run_id
-        try:
-            conn.client.log_batch(rid, params=as_params(params), metrics=as_metrics(metrics))
-            if input_model_ids:
-                from mlflow.entities import LoggedModelInput
+    with conn.errors("logging a run"), new_run(conn, experiment_id, run_name=run_name, tags=tags) as rid:
+        conn.client.log_batch(rid, params=as_params(params), metrics=as_metrics(metrics))
+        if input_model_ids:
+            from mlflow.entities import LoggedModelInput
 
-                conn.client.log_inputs(rid, models=[LoggedModelInput(m) for m in input_model_ids])
-            for path in (artifacts or {}).values():
-                conn.client.log_artifact(rid, path)
-        except BaseException:
-            conn.client.set_terminated(rid, status="FAILED")
-            raise
-        conn.client.set_terminated(rid, status="FINISHED")
+            conn.client.log_inputs(rid, models=[LoggedModelInput(m) for m in input_model_ids])
+        for path in (artifacts or {}).values():
+            conn.client.log_artifact(rid, path)
     return rid

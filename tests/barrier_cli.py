@@ -1,7 +1,8 @@
 """``python barrier_cli.py BARRIER_DIR N trainkit-args…``: run the trainkit CLI in a process
 that first imports everything heavy, then waits until N such processes are ready (a file per
 process in BARRIER_DIR) — so N requests reach the tracking store at the same moment instead of
-being spread out by seconds of imports. Writes ``go-<pid>`` with the time it started.
+being spread out by seconds of imports. Writes ``go-<pid>`` with the time it started. The one
+start barrier of the races in tests/reliability, tests/team and tests/test_walkforward.py.
 
 The CLI then runs unchanged (``trainkit.cli.main``); nothing of trainkit is patched.
 """
@@ -20,6 +21,7 @@ def main() -> None:
 
     import trainkit.agents  # noqa: F401
     import trainkit.cli
+    import trainkit.cli.walkforward  # noqa: F401
     import trainkit.data  # noqa: F401
     import trainkit.features  # noqa: F401
     import trainkit.manager  # noqa: F401
