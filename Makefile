@@ -5,16 +5,21 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 SYMBOL ?= AAPL
 
-.PHONY: install train test test-fast bench calibrate clean-store
+.PHONY: install train test test-fast bench calibrate check-lock clean-store
 
 install: $(STAMP)
 
-# torch first, pinned to the CPU wheel on this disk: letting stable-baselines3 pull it in
-# would download a multi-GB CUDA build. Everything else is pinned by requirements.lock.
-# Extras: test (pytest, psycopg for the PostgreSQL-backed mlflow server of tests/team) and ray.
+# torch first, at the version requirements.lock pins (a public version: any index has it).
+# pip takes a CPU build where its configuration offers one (a local wheel directory); elsewhere
+# the package index's default build, unless TORCH_INDEX names another wheel index, e.g.
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu      (the CPU build, ~200 MB)
+# Installing torch first keeps stable-baselines3 from choosing one. Everything else is pinned by
+# requirements.lock. Extras: test (pytest, psycopg for tests/team's PostgreSQL) and ray.
+TORCH_INDEX   ?=
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' requirements.lock)
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	$(PIP) install -q -c requirements.lock -e ".[test,ray]"
 	touch $(STAMP)
 
@@ -32,6 +37,10 @@ bench: install
 
 calibrate: install
 	$(PY) bench/calibrate.py
+
+# every pin of requirements.lock resolves with pip's stock configuration (as on a user's machine)
+check-lock:
+	tools/check-lock
 
 clean-store:
 	rm -rf mlruns mlflow.db mlflow.db.lock
