@@ -1,6 +1,12 @@
 """Whole processes, as a user runs them: the README's `make train` (a fresh store, then the cached
 second call) and the fixed costs around it (`python -c "import mlflow"`, `trainkit --help`).
 
+**The lookup floor.** A cached answer can be no faster than a process that imports MLflow,
+opens the same store with ``MlflowClient`` and runs one ``search_runs`` on the ``config_hash``
+tag: everything a lookup needs (``LOOKUP_FLOOR``). The cached ``train``, ``list``, ``explain``
+and ``train --dry-run`` are measured beside it, each the median of a few runs in the same
+store, and reported as ratios to it (targets: a cached ``train`` <= 1.3x, ``list`` <= 1.0x).
+
 Each row is one real subprocess in a fresh temporary directory (its own sqlite store and download
 cache), timed from spawn to exit. Run alone: ``python bench/bench_process.py``.
 """
@@ -17,6 +23,14 @@ from pathlib import Path
 PYTHON = sys.executable
 TRAINKIT = str(Path(PYTHON).parent / "trainkit")
 MAKE_TRAIN = ["train", "--symbols", "AAPL", "--train-start", "2020-01-01", "--train-end", "2022-12-31"]
+#: everything a cache lookup needs, and nothing more: the floor of a cached answer
+LOOKUP_FLOOR = """
+import mlflow
+from mlflow.tracking import MlflowClient
+client = MlflowClient("sqlite:///mlflow.db")
+exp = client.get_experiment_by_name("trainkit")
+client.search_runs([exp.experiment_id], "tags.config_hash = '%s' and attributes.status = 'FINISHED'")
+"""
 
 
 def _timed(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
@@ -49,6 +63,33 @@ def run() -> list[tuple[str, str, str]]:
     rows.append(("process: a miss on a store that exists (warm)", f"{miss:.1f} s",
                  f"exit {third.returncode}; MSFT, same window"))
     rows.append(("process: cold miss / cached hit", f"{cold / warm:.1f}x", "what the cache saves per call"))
+    rows += lookup_ratios(root, env)
+    return rows
+
+
+def _median(argv: list[str], cwd: str, env: dict[str, str], n: int = 3) -> float:
+    times = sorted(_timed(argv, cwd, env)[0] for _ in range(n))
+    return times[len(times) // 2]
+
+
+def lookup_ratios(root: str, env: dict[str, str]) -> list[tuple[str, str, str]]:
+    """Cached answers against the lookup floor, in the store the rows above filled."""
+    import json
+
+    dry = subprocess.run([TRAINKIT, *MAKE_TRAIN, "--dry-run", "--json"], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=300)
+    config_hash = json.loads(dry.stdout)[0]["config_hash"]
+    floor = _median([PYTHON, "-c", LOOKUP_FLOOR % config_hash], root, env)
+    rows = [("process: lookup floor (import mlflow, MlflowClient, one search_runs)", f"{floor:.2f} s",
+             "what any cached answer must pay")]
+    for label, argv, target in (
+        ("make train's command, cached", [TRAINKIT, *MAKE_TRAIN], "target <= 1.3x"),
+        ("trainkit list", [TRAINKIT, "list"], "target <= 1.0x"),
+        ("trainkit explain (cached config)", [TRAINKIT, "explain", *MAKE_TRAIN[1:]], "reads only"),
+        ("trainkit train --dry-run", [TRAINKIT, *MAKE_TRAIN, "--dry-run"], "reads only"),
+    ):
+        s = _median(argv, root, env)
+        rows.append((f"process: {label}", f"{s:.2f} s", f"median of 3; {s / floor:.2f}x the floor ({target})"))
     return rows
 
 

@@ -29,9 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SYMBOL = "WFBENCH"
 START_YEAR = 2014
 
-# the command is registered by trainkit.cli.app; importing the module directly also works
-# before that line exists
-_CLI = "import sys, trainkit.cli.walkforward; from trainkit.cli import main; main(sys.argv[1:])"
+_CLI = "import sys; from trainkit.cli import main; main(sys.argv[1:])"
 
 
 def _walkforward(uri: str, end: str, timesteps: int, workers: int, cwd: str) -> tuple[float, dict]:

@@ -17,7 +17,8 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from trainkit import agents
-from trainkit.agents import ALGORITHMS, TradingVecEnv, run_policy, train
+from trainkit.agents import TradingVecEnv, run_policy, train
+from trainkit.algorithms import algorithm_names
 from trainkit.store.flavor import load_policy, save_policy
 from trainkit.config import TrainConfig
 from trainkit.env import TradingEnv
@@ -71,7 +72,7 @@ def test_each_algorithm_builds_its_sb3_class_with_the_table_values(algo: str) ->
     hyperparameter table: the table is what trains, not a second copy of it."""
     from stable_baselines3 import A2C, DQN, PPO
 
-    assert ALGORITHMS == ("ppo", "a2c", "dqn") and tuple(ALGORITHM_DEFAULTS) == ALGORITHMS
+    assert algorithm_names() == ("ppo", "a2c", "dqn") and tuple(ALGORITHM_DEFAULTS) == algorithm_names()
     defaults = ALGORITHM_DEFAULTS[algo]
     config = TrainConfig.create("TEST", "2015-01-01", "2019-12-31", data_source="synthetic", algo=algo,
                                 episode_length=50)

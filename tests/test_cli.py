@@ -113,6 +113,37 @@ def test_help_imports_nothing_heavy():
     assert not heavy, f"`trainkit --help` imported {heavy}"
 
 
+def test_cli_modules_import_downward_only():
+    """docs/ARCHITECTURE.md, "Rooms": the package ``trainkit.cli`` adds every command to the group;
+    no module of it imports the package back (no import cycle), and the interpreter internals of
+    the fast exit live in one small module."""
+    import ast
+
+    import trainkit
+
+    root = Path(trainkit.__file__).parent
+    for path in (root / "cli").glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert "trainkit.cli" not in names, f"{path.name} imports the package trainkit.cli"
+    internals = ("threading._shutdown", "atexit._run_exitfuncs", "os._exit")
+    users = sorted(p.name for p in (root / "cli").glob("*.py") if any(i in p.read_text() for i in internals))
+    assert users == ["exit.py"], users
+    assert len((root / "cli" / "exit.py").read_text().splitlines()) <= 80
+
+
+def test_executor_choices_are_the_registry():
+    from trainkit.cli import train, walkforward
+    from trainkit.executors import executor_names
+
+    for command in (train, walkforward):
+        option = next(p for p in command.params if p.name == "executor")
+        assert tuple(option.type.choices) == executor_names()
+
+
 def test_console_script_and_module_are_the_same_cli():
     script = Path(PYTHON).parent / "trainkit"
     a = subprocess.run([str(script), "--version"], capture_output=True, text=True)
@@ -152,6 +183,11 @@ def test_console_script_and_module_are_the_same_cli():
             (["register", "--model-uri", "models:/m-0123456789abcdef0123456789abcdef", "--alias", "latest"], "invalid alias"),
         (["register", "--model-uri", "s3://bucket/model"], "not a model URI"),
         (["frobnicate"], "No such command"),
+        (["train", "--symbols", ","], "give at least one symbol"),
+        (["train", "--symbols", "AAPL", "--executor", "dask"], "'dask' is not one of 'local', 'ray'"),
+        (["signal", "--model-uri", "runs:/0123456789abcdef0123456789abcdef/model", "--date", "2020-13-01"],
+         "--date '2020-13-01' is not a valid date"),
+        (["walkforward", "--symbols", "AAPL", "--start", "2020-01-01", "--seeds", "0", "x"], "'x' is not a seed"),
     ],
 )
 def test_invalid_input_exits_2_with_one_line_and_no_io(cli, tmp_path, args, needle):

@@ -902,6 +902,24 @@ def test_importing_trainkit_and_data_does_not_import_yfinance():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_download_cache_is_its_own_room_and_stays_importable_from_yahoo():
+    """The cache never needs the yfinance adapter; the names it had in ``trainkit.data.yahoo``
+    are the same objects there (REFRESH_HINT names that path to users)."""
+    import ast
+
+    from trainkit.data import download_cache, yahoo
+
+    with open(download_cache.__file__, encoding="utf-8") as fh:
+        tree = ast.parse(fh.read())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in imported if m.startswith(("yfinance", "trainkit.data.yahoo"))}, imported
+
+    for name in ("DownloadCache", "MergeOutcome", "REFRESH_HINT", "LOCK_TIMEOUT", "cache_dir"):
+        assert getattr(yahoo, name) is getattr(download_cache, name), name
+    assert yahoo.REFRESH_HINT.startswith("trainkit.data.yahoo.DownloadCache()")
+
+
 def test_ten_years_from_synthetic_and_csv(goog, tmp_path):
     """Ten years from each offline source, in full (their speed is measured by bench/bench_data.py)."""
     frame = SyntheticFetcher(data_seed=1).fetch("TENY", D(2010, 1, 1), D(2019, 12, 31))

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import trainkit.cli.signal  # noqa: F401  (registers `trainkit signal` on the group)
 
 from support import FAST, PYTHON, REPO, free_port
 from test_cli import cli  # noqa: F401  (fixture: the CLI in-process)

@@ -1,8 +1,9 @@
 """``trainkit walkforward`` (issue 14): fold arithmetic, cached folds and backtests, stitching,
 the MLflow parent/child runs, the CLI, concurrency and learning out of sample.
 
-The fold arithmetic is tested as pure functions on a business-day calendar (and on GOOG's real
-calendar, whose data start later than the requested start). Everything else is real: small
+The fold arithmetic is tested as pure functions on a business-day calendar in
+tests/test_windows.py; here on GOOG's real calendar, whose data start later than the requested
+start. Everything else is real: small
 PPO models (``FAST``) on synthetic and CSV prices, a real sqlite store, a real ``mlflow server``,
 real subprocesses racing for the same folds, and the planted-edge problems of
 ``bench/learning_problems.py`` at the default settings. Budget: about 3 minutes on 2 cores.
@@ -10,8 +11,6 @@ real subprocesses racing for the same folds, and the planted-edge problems of
 
 from __future__ import annotations
 
-import datetime as _dt
-import itertools
 import json
 import logging
 import os
@@ -24,130 +23,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from support import FAST, PYTHON, REPO
+from test_windows import BDAYS, W, check_folds, d  # the pure fold arithmetic is tested there
 
-import trainkit.cli.walkforward  # noqa: F401  (registers the command until app.py imports it)
-from trainkit.errors import ConfigError
 from trainkit.walkforward import (
-    MIN_TEST_DAYS,
     Calendar,
-    Window,
     fold_windows,
-    parse_window,
     plan_walk_forward,
     stitch,
     walk_forward,
 )
 
-W = parse_window
-BDAYS = Calendar.business_days("2000-01-03", "2030-12-31")
 
-
-def d(text: str) -> _dt.date:
-    return _dt.date.fromisoformat(text)
-
-
-def check_folds(cal: Calendar, folds, embargo_days: int = 0, embargo_tdays: int = 0) -> None:
-    """The invariants every fold must keep: no test day on or before the fold's last training
-    day, the embargo between them, and trading days counted right."""
-    for f in folds:
-        assert d(f.train_start) <= d(f.train_first_day) <= d(f.train_last_day) <= d(f.train_end)
-        assert d(f.test_start) <= d(f.test_first_day) <= d(f.test_last_day) <= d(f.test_end)
-        assert d(f.test_first_day) > d(f.train_last_day), f  # the rule a walk-forward must never break
-        assert d(f.test_start) > d(f.train_end), f
-        assert (d(f.test_start) - d(f.train_end)).days >= 1 + embargo_days
-        assert cal.count(d(f.train_last_day) + _dt.timedelta(days=1), d(f.test_first_day)) >= embargo_tdays
-        assert f.train_days == cal.count(d(f.train_start), d(f.train_end) + _dt.timedelta(days=1))
-        assert f.test_days == cal.count(d(f.test_start), d(f.test_end) + _dt.timedelta(days=1)) >= MIN_TEST_DAYS
-
-
-# ============================================================================ windows
-@pytest.mark.parametrize("text, window", [
-    ("30d", Window(days=30)), ("2w", Window(days=14)), ("6m", Window(months=6)), ("3y", Window(months=36)),
-    ("126", Window(trading_days=126)), ("126td", Window(trading_days=126)), (126, Window(trading_days=126)),
-    (" 3Y ", Window(months=36)),
-])
-def test_windows_are_durations_or_trading_day_counts(text, window) -> None:
-    assert parse_window(text) == window
-    assert parse_window(str(window)) == window  # the canonical text parses back
-
-
-@pytest.mark.parametrize("text", ["6x", "", "-1", "1.5y", "three years", "0", "0d", None, True])
-def test_bad_windows_say_what_works(text) -> None:
-    with pytest.raises(ConfigError, match="window") as exc:
-        parse_window(text, "test window")
-    assert exc.value.exit_code == 2
-
-
-def test_the_embargo_may_be_zero() -> None:
-    assert parse_window("0d", "embargo", allow_zero=True).is_zero
-    assert str(W("3y") + W("5d") + W("2") * 3) == "3y+5d+6td"
-
-
-# ============================================================================ fold arithmetic
-def test_sliding_folds_are_anchored_at_start_and_tile_the_range() -> None:
-    folds, tail = fold_windows(BDAYS, "2012-01-01", "2016-12-31", W("3y"), W("6m"))
-    assert tail is None
-    assert [(f.train_start, f.train_end, f.test_start, f.test_end) for f in folds] == [
-        ("2012-01-01", "2014-12-31", "2015-01-01", "2015-06-30"),
-        ("2012-07-01", "2015-06-30", "2015-07-01", "2015-12-31"),
-        ("2013-01-01", "2015-12-31", "2016-01-01", "2016-06-30"),
-        ("2013-07-01", "2016-06-30", "2016-07-01", "2016-12-31"),
-    ]
-    for a, b in itertools.pairwise(folds):  # no gap, no overlap
-        assert d(a.test_end) + _dt.timedelta(days=1) == d(b.test_start)
-    check_folds(BDAYS, folds)
-
-
-def test_expanding_folds_train_from_the_anchor_and_month_ends_do_not_drift() -> None:
-    folds, tail = fold_windows(BDAYS, "2012-01-31", "2013-04-15", W("6m"), W("2m"), mode="expanding")
-    assert {f.train_start for f in folds} == {"2012-01-31"}
-    # anchored arithmetic: Jan 31 + 6m = Jul 31, + 8m = Sep 30, + 10m = Nov 30, + 12m = Jan 31 (never the 30th)
-    assert [(f.train_end, f.test_start, f.test_end) for f in folds] == [
-        ("2012-07-30", "2012-07-31", "2012-09-29"),
-        ("2012-09-29", "2012-09-30", "2012-11-29"),
-        ("2012-11-29", "2012-11-30", "2013-01-30"),
-        ("2013-01-30", "2013-01-31", "2013-03-30"),
-    ]
-    assert [f.train_days for f in folds] == sorted(f.train_days for f in folds)
-    assert tail is not None and "the last 11 trading day(s) (2013-03-31..2013-04-15) are not tested" in tail
-    check_folds(BDAYS, folds)
-    # and across February of a leap year
-    feb, _ = fold_windows(BDAYS, "2011-08-31", "2012-08-31", W("6m"), W("2m"))
-    assert [(f.test_start, f.test_end) for f in feb] == [
-        ("2012-02-29", "2012-04-29"), ("2012-04-30", "2012-06-29"), ("2012-06-30", "2012-08-30")]
-
-
-def test_the_embargo_separates_training_and_test_days() -> None:
-    folds, _ = fold_windows(BDAYS, "2012-01-31", "2014-06-30", W("1y"), W("2m"), embargo=W("5d"), mode="expanding")
-    assert (folds[0].train_end, folds[0].test_start, folds[0].test_end) == ("2013-01-30", "2013-02-05", "2013-04-04")
-    for a, b in itertools.pairwise(folds):
-        assert d(a.test_end) + _dt.timedelta(days=1) == d(b.test_start)
-    check_folds(BDAYS, folds, embargo_days=5)
-
-    folds, tail = fold_windows(BDAYS, "2012-01-02", "2014-12-31", W("504"), W("126"), embargo=W("5"))
-    assert [f.train_days for f in folds] == [504, 504]  # sliding: exactly the trading days asked for
-    assert [f.test_days for f in folds] == [126, 126]
-    assert (folds[0].train_last_day, folds[0].test_first_day) == ("2013-12-05", "2013-12-13")  # 5 trading days apart
-    check_folds(BDAYS, folds, embargo_tdays=5)
-    assert tail is not None and "are not tested" in tail
-
-
-@pytest.mark.parametrize("mode", ["sliding", "expanding"])
-@pytest.mark.parametrize("train, test, step, embargo", [
-    ("3y", "6m", None, "0d"), ("2y", "3m", "1m", "10d"), ("400", "60", "45", "3"), ("18m", "2m", "4m", "1w"),
-    ("1y", "45d", None, "2"),
-])
-def test_no_test_day_is_on_or_before_its_folds_last_training_day(mode, train, test, step, embargo) -> None:
-    folds, _ = fold_windows(BDAYS, "2010-01-29", "2016-03-31", W(train), W(test), W(step) if step else None,
-                            W(embargo, allow_zero=True), mode)
-    assert len(folds) >= 3
-    check_folds(BDAYS, folds, embargo_days=W(embargo, allow_zero=True).days,
-                embargo_tdays=W(embargo, allow_zero=True).trading_days)
-    if mode == "expanding":
-        assert {f.train_start for f in folds} == {"2010-01-29"}
-        assert [f.train_days for f in folds] == sorted(f.train_days for f in folds)
-
-
+# ============================================================================ fold arithmetic on real calendars
 def test_a_later_end_keeps_every_earlier_fold() -> None:
     short, _ = fold_windows(BDAYS, "2012-01-01", "2016-12-31", W("3y"), W("3m"))
     longer, _ = fold_windows(BDAYS, "2012-01-01", "2019-12-31", W("3y"), W("3m"))
@@ -402,9 +289,9 @@ def test_walk_forward_caches_folds_and_backtests_and_logs_one_parent(sqlite_uri:
 
 
 def test_seeds_report_their_spread(sqlite_uri: str) -> None:
-    from trainkit.manager import TrainingManager
+    from trainkit.cache import ModelCache  # the get-or-train core is all a walk-forward needs
 
-    wf = walk_forward(TrainingManager(), "WFSEED", "2016-01-01", "2017-12-31", "1y", "6m", seeds=(0, 1), **SYN)
+    wf = walk_forward(ModelCache(), "WFSEED", "2016-01-01", "2017-12-31", "1y", "6m", seeds=(0, 1), **SYN)
     assert [(f.index, f.seed, f.status) for f in wf.folds] == [
         (0, 0, "trained"), (0, 1, "trained"), (1, 0, "trained"), (1, 1, "trained")]
     assert len({f.config_hash for f in wf.folds}) == 4
@@ -527,6 +414,6 @@ def test_a_planted_edge_is_found_out_of_sample_and_a_random_walk_is_not(sqlite_u
 def test_the_minimum_test_window_is_the_backtests() -> None:
     from trainkit.backtest import MIN_TEST_DAYS as backtest_min
     from trainkit.features import MIN_WINDOW_ROWS
-    from trainkit.walkforward import MIN_TRAIN_DAYS
+    from trainkit.walkforward import MIN_TEST_DAYS, MIN_TRAIN_DAYS
 
     assert MIN_TEST_DAYS == backtest_min and MIN_TRAIN_DAYS == MIN_WINDOW_ROWS

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trainkit.config import TrainConfig
-
-__version__ = "0.1.0"
+from trainkit.version import __version__
 
 __all__ = ["TrainConfig", "TrainingManager", "load_model", "__version__"]
 

@@ -3,8 +3,9 @@ warms the process that imports it.
 
 Every worker of ``LocalExecutor(workers > 1)`` is forked from that server (multiprocessing's
 ``forkserver`` start method with this module preloaded), so each starts with what a first
-cache miss would otherwise pay for itself, about 4 s on this kind of machine: MLflow, torch and
-stable-baselines3 imported, ``torch._dynamo`` imported (:func:`trainkit.agents.warm_up`), and
+cache miss would otherwise pay for itself, about 4 s on this kind of machine: what a worker runs
+imported (:mod:`trainkit.fanout` and :mod:`trainkit.cache`, with MLflow, torch and
+stable-baselines3), ``torch._dynamo`` imported (:func:`trainkit.agents.warm_up`), and
 MLflow's installed-package map filled (:func:`trainkit.store.flavor.warm_up`). With 100k-step
 models training in about 1.5 s, that start-up would otherwise be most of a small batch.
 
@@ -28,7 +29,9 @@ def _warm() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from trainkit import agents, manager  # noqa: F401 - mlflow, torch, stable-baselines3, trainkit
+    # what a worker runs: trainkit.fanout's worker side over a trainkit.cache.ModelCache (mlflow,
+    # torch, stable-baselines3 and the store with them); not the trainkit.manager facade
+    from trainkit import agents, cache, fanout  # noqa: F401
     from trainkit.store import flavor
 
     agents.warm_up()

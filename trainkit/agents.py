@@ -25,23 +25,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 import gymnasium
 import numpy as np
 import torch
-from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
+from trainkit import signals_core as _core
+from trainkit.algorithms import algorithm_spec
 from trainkit.env import TradingEnv, position_levels
 from trainkit.errors import ConfigError, TrainingInterrupted
-from trainkit.hyperparams import ALGORITHM_DEFAULTS
+from trainkit.threads import one_torch_thread
 
 if TYPE_CHECKING:  # pragma: no cover
     from trainkit.config import TrainConfig
     from trainkit.features import FeatureSet
 
 __all__ = [
-    "ALGORITHMS",
     "MetricsSink",
     "TradingVecEnv",
     "build_model",
@@ -50,12 +50,6 @@ __all__ = [
     "train",
     "warm_up",
 ]
-
-_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
-
-#: Algorithm names trainkit trains; the same keys as :data:`trainkit.hyperparams.ALGORITHM_DEFAULTS`.
-ALGORITHMS: tuple[str, ...] = tuple(ALGORITHM_DEFAULTS)
-assert set(ALGORITHMS) == set(_CLASSES), "agents._CLASSES and hyperparams.ALGORITHM_DEFAULTS disagree"
 
 #: Hyperparameters trainkit consumes itself; every other key is a keyword of the SB3 class.
 _TRAINKIT_KEYS = ("n_envs", "net_arch", "activation")
@@ -303,9 +297,7 @@ def _progress_mode(progress: bool | None) -> str:
 def build_model(config: TrainConfig, fs: Any) -> BaseAlgorithm:
     """The untrained, seeded SB3 model for ``config`` on the FeatureSet (call with one torch
     thread set, as :func:`train` does, for reproducible weights)."""
-    algo = config.algo
-    if algo not in _CLASSES:
-        raise ConfigError(f"unknown algorithm {algo!r}: choose one of {', '.join(ALGORITHMS)}")
+    spec = algorithm_spec(config.algo)  # its class comes from the algorithm table
     hp = dict(config.hyperparams)
     n_envs = int(hp.get("n_envs", 1))
     net_arch = [int(x) for x in hp.get("net_arch", [64, 64])]
@@ -320,7 +312,7 @@ def build_model(config: TrainConfig, fs: Any) -> BaseAlgorithm:
         fs, n_envs=n_envs, cost_bps=config.cost_bps, allow_short=config.allow_short,
         episode_length=config.episode_length,
     )
-    return _CLASSES[algo](
+    return spec.model_class()(
         "MlpPolicy",
         venv,
         policy_kwargs=policy_kwargs,
@@ -348,38 +340,23 @@ def train(
     * ``should_stop``: polled after every rollout (and at most every 0.5 s within one); when it
       returns True training stops and :class:`~trainkit.errors.TrainingInterrupted` is raised.
 
-    Runs with ``torch.set_num_threads(1)`` and restores the caller's setting afterwards.
+    Runs with one torch thread (:func:`~trainkit.threads.one_torch_thread`) and restores the
+    caller's setting afterwards.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     # argument validation of torch distributions costs ~20% of a policy forward at this size
     validate = torch.distributions.Distribution._validate_args
     torch.distributions.Distribution.set_default_validate_args(False)
     control: _ControlCallback | None = None
     writer: _SinkWriter | None = None
     try:
-        model = build_model(config, fs)
-        if metrics_sink is not None:
-            writer = _SinkWriter(metrics_sink)
-            model.set_logger(Logger(folder=None, output_formats=[writer]))
-        label = f"training {config.symbol} {config.algo}"
-        control = _ControlCallback(config.timesteps, label, _progress_mode(progress), should_stop)
-        per_iter = int(config.hyperparams.get("n_steps", 1)) * model.n_envs
-        if config.algo == "dqn":
-            log_interval = 4  # episodes (off-policy algorithms count episodes)
-        else:
-            iterations = math.ceil(config.timesteps / per_iter)
-            log_interval = max(1, min(round(_LOG_EVERY_STEPS / per_iter), math.ceil(iterations / 10)))
-        model.learn(total_timesteps=int(config.timesteps), callback=control,
-                    log_interval=log_interval, progress_bar=False)
-        if writer is not None:  # the last update's losses (and the final rollout stats) are still pending
-            if model.num_timesteps > writer.last_step:
-                if config.algo == "dqn":
-                    model.dump_logs()  # type: ignore[call-arg]
-                else:
-                    model.dump_logs(model.num_timesteps // per_iter)  # type: ignore[call-arg]
-            else:
-                model.logger.dump(step=model.num_timesteps)
+        with one_torch_thread():
+            model = build_model(config, fs)
+            if metrics_sink is not None:
+                writer = _SinkWriter(metrics_sink)
+                model.set_logger(Logger(folder=None, output_formats=[writer]))
+            label = f"training {config.symbol} {config.algo}"
+            control = _ControlCallback(config.timesteps, label, _progress_mode(progress), should_stop)
+            _learn(model, config, control, writer)
         if control.stopped:
             raise TrainingInterrupted(
                 f"training of {config.symbol} ({config.algo}) was stopped after {model.num_timesteps:,} of "
@@ -391,8 +368,32 @@ def train(
             control.close()
         if writer is not None:
             writer.sink.flush()
-        torch.set_num_threads(threads)
         torch.distributions.Distribution.set_default_validate_args(validate)
+
+
+def _learn(model: BaseAlgorithm, config: TrainConfig, control: _ControlCallback, writer: _SinkWriter | None) -> None:
+    """``model.learn`` logging about once per :data:`_LOG_EVERY_STEPS` timesteps, then the
+    logs still pending. On-policy algorithms count log intervals in rollouts of
+    ``n_steps * n_envs`` timesteps, off-policy ones in episodes (the row's ``on_policy``)."""
+    on_policy = algorithm_spec(config.algo).on_policy
+    per_iter = int(config.hyperparams.get("n_steps", 1)) * model.n_envs
+    if on_policy:
+        iterations = math.ceil(config.timesteps / per_iter)
+        log_interval = max(1, min(round(_LOG_EVERY_STEPS / per_iter), math.ceil(iterations / 10)))
+    else:
+        log_interval = 4  # episodes
+    model.learn(total_timesteps=int(config.timesteps), callback=control,
+                log_interval=log_interval, progress_bar=False)
+    if writer is None:
+        return
+    # the last update's losses (and the final rollout stats) are still pending
+    if model.num_timesteps > writer.last_step:
+        if on_policy:
+            model.dump_logs(model.num_timesteps // per_iter)  # type: ignore[call-arg]
+        else:
+            model.dump_logs()  # type: ignore[call-arg]
+    else:
+        model.logger.dump(step=model.num_timesteps)
 
 
 # ---------------------------------------------------------------------------- start-up
@@ -417,9 +418,7 @@ def run_policy(model: BaseAlgorithm, fs: Any, *, cost_bps: float, allow_short: b
     (``position * (close[t+1]/close[t] - 1)``), the cost of the position change made at t
     (``cost_bps / 1e4 * |Δposition|``) and their difference.
 
-    The observation of day t depends on the position chosen at t-1, so the policy is evaluated
-    in one batch for every (day, held position) pair and then walked through in order: a few
-    forward passes instead of T.
+    The walk is the served model's: :func:`trainkit.signals_core.walk`.
     """
     matrix = np.asarray(fs.matrix, dtype=np.float32)
     closes = np.asarray(fs.closes, dtype=np.float64)
@@ -437,21 +436,12 @@ def run_policy(model: BaseAlgorithm, fs: Any, *, cost_bps: float, allow_short: b
             f"the model has {model.action_space.n} actions but allow_short={allow_short} means {n_pos}: "  # type: ignore[attr-defined]
             "use the allow_short the model was trained with"
         )
-    obs = np.empty((n_pos, n_days, n_feat + 1), dtype=np.float32)
-    obs[:, :, :n_feat] = matrix[None]
-    obs[:, :, n_feat] = levels[:, None]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        acts_all, _ = model.predict(obs.reshape(n_pos * n_days, n_feat + 1), deterministic=True)
-    finally:
-        torch.set_num_threads(threads)
-    table = np.asarray(acts_all, dtype=np.int64).reshape(n_pos, n_days).tolist()
-    actions = np.empty(n_days, dtype=np.int64)
-    held = int(np.flatnonzero(levels == 0.0)[0])
-    for t in range(n_days):
-        held = table[held][t]
-        actions[t] = held
+
+    def predict(obs: np.ndarray) -> np.ndarray:
+        with one_torch_thread():
+            return model.predict(obs, deterministic=True)[0]
+
+    actions = _core.walk(matrix, predict, allow_short)
     positions = levels[actions]
     simple = closes[1:] / closes[:-1] - 1.0
     prev = np.concatenate(([0.0], positions[:-2])) if n_days > 1 else np.zeros(0)
@@ -464,3 +454,5 @@ def run_policy(model: BaseAlgorithm, fs: Any, *, cost_bps: float, allow_short: b
         "costs": costs,
         "net_returns": gross - costs,
     }
+
+

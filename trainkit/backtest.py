@@ -15,26 +15,8 @@ The same URI and window give the same numbers on every run and in every process:
 fixed (a CSV, the synthetic path, or Yahoo's history), the policy is deterministic and
 evaluated with one torch thread, and the metrics are plain numpy.
 
-Metrics (all from the strategy's *daily simple returns* ``r_t`` net of costs, over the
-``n = T - 1`` trading days of a window of ``T`` closes; 252 trading days a year; risk-free
-rate 0):
-
-* ``total_return``: ``E_n - 1`` where the equity ``E_0 = 1``, ``E_k = prod_{t<k} (1 + r_t)``.
-* ``annualized_return``: ``E_n ** (252 / n) - 1`` (geometric; ``-1`` if equity hit zero).
-* ``annualized_volatility``: ``std(r, ddof=1) * sqrt(252)``.
-* ``sharpe``: ``mean(r) / std(r, ddof=1) * sqrt(252)``; 0 when ``r`` is constant (always flat).
-* ``sortino``: ``mean(r) / sqrt(mean(min(r, 0) ** 2)) * sqrt(252)`` (downside deviation
-  against 0 over all days); 0 when no day lost money.
-* ``max_drawdown``: ``min_k (E_k / max_{j<=k} E_j - 1)``, a number in ``[-1, 0]``
-  (``-0.25``: the equity once stood 25% below its previous peak).
-* ``n_trades``: days on which the position changed (entering from flat on the first day
-  counts; a long→short flip is one trade).
-* ``turnover``: ``sum |Δposition|`` over the window, in multiples of equity (a flip is 2);
-  the costs paid are ``turnover * cost_bps / 1e4`` of (then-current) equity.
-* ``exposure``: the fraction of the ``n`` days on which a position (long or short) was held.
-* ``buy_and_hold_return``: ``close[last] / close[first] - 1`` over the window's trading days,
-  without costs.
-* ``excess_return``: ``total_return - buy_and_hold_return``.
+The metrics are :mod:`trainkit.metrics`'s (``METRIC_NAMES``; a walk-forward computes the same
+ones on its stitched series), from the strategy's daily returns net of costs.
 
 The logged run (experiment ``trainkit-backtests``) is tagged ``trainkit.model_uri`` (as given),
 ``trainkit.source_run_id``, ``trainkit.model_id``, ``trainkit.symbol`` and the data actually
@@ -55,7 +37,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -64,8 +45,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainkit.config import file_sha256, parse_data_source, parse_date
+from trainkit.config import MIN_WINDOW_ROWS, file_sha256, parse_data_source, parse_date
+from trainkit.sources import canonical_source
 from trainkit.errors import ConfigError, DataError
+# the shared metrics (also re-exported here: ``from trainkit.backtest import compute_metrics`` keeps working)
+from trainkit.metrics import COUNT_METRICS, METRIC_NAMES, TRADING_DAYS, compute_metrics, drawdowns, plot_drawdowns
 from trainkit.store import contract as C  # stdlib only: no mlflow, no I/O
 from trainkit.store.contract import BACKTEST_EXPERIMENT, validate_model_uri
 
@@ -76,32 +60,12 @@ __all__ = [
     "cached_backtest", "compute_metrics", "run_backtest",
 ]
 
-#: Trading days per year used to annualise.
-TRADING_DAYS = 252
-
-#: Every metric a backtest reports, in the order they are shown.
-METRIC_NAMES: tuple[str, ...] = (
-    "total_return",
-    "annualized_return",
-    "annualized_volatility",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "n_trades",
-    "turnover",
-    "exposure",
-    "buy_and_hold_return",
-    "excess_return",
-)
-
 #: Fewest trading days a test window may have (the feature builder's minimum).
-MIN_TEST_DAYS = 30
+MIN_TEST_DAYS = MIN_WINDOW_ROWS
 
 #: Part of every backtest key: bumped when the way a backtest is computed changes, so results
 #: logged before stop answering (they are recomputed and logged again).
 BACKTEST_VERSION = 1
-
-_COUNT_METRICS = ("n_trades",)  # ints (MLflow stores every metric as a float)
 
 
 @dataclass(frozen=True)
@@ -175,58 +139,6 @@ class BacktestResult:
         return d
 
 
-# ----------------------------------------------------------------------------- metrics
-
-def drawdowns(equity: np.ndarray) -> np.ndarray:
-    """Each day's fall from the highest equity so far (0 at a new high, -0.25 a quarter below it)."""
-    equity = np.asarray(equity, dtype=np.float64)
-    return equity / np.maximum.accumulate(equity) - 1.0
-
-
-def compute_metrics(
-    net_returns: np.ndarray, positions: np.ndarray, closes: np.ndarray
-) -> tuple[dict[str, float], np.ndarray]:
-    """The metrics of the module docstring, and the equity curve ``E_0..E_n``.
-
-    ``net_returns`` [n]: the strategy's daily simple returns net of costs; ``positions`` [n] or
-    [n + 1]: the position held over each of those days (a trailing extra one is ignored);
-    ``closes`` [n + 1]: the window's closes (for buy-and-hold)."""
-    r = np.asarray(net_returns, dtype=np.float64)
-    closes = np.asarray(closes, dtype=np.float64)
-    n = int(r.shape[0])
-    if n < 2 or closes.shape[0] != n + 1:
-        raise ValueError(f"need at least 2 daily returns and one more close than returns, got {n} and {closes.shape[0]}")
-    held = np.asarray(positions, dtype=np.float64)[:n]
-    equity = np.concatenate(([1.0], np.cumprod(1.0 + r)))
-    final = float(equity[-1])
-    total = final - 1.0
-    annual = final ** (TRADING_DAYS / n) - 1.0 if final > 0 else -1.0
-    sd = float(np.std(r, ddof=1))
-    mean = float(np.mean(r))
-    root = math.sqrt(TRADING_DAYS)
-    constant = float(np.ptp(r)) == 0.0  # e.g. always flat: no risk taken, no ratio to speak of
-    sharpe = 0.0 if constant else mean / sd * root
-    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
-    sortino = mean / downside * root if downside > 0 else 0.0
-    drawdown = drawdowns(equity)
-    steps = np.abs(np.diff(np.concatenate(([0.0], held))))
-    bh = float(closes[-1] / closes[0] - 1.0)
-    metrics = {
-        "total_return": total,
-        "annualized_return": float(annual),
-        "annualized_volatility": sd * root,
-        "sharpe": float(sharpe),
-        "sortino": float(sortino),
-        "max_drawdown": float(drawdown.min()),
-        "n_trades": int(np.count_nonzero(steps)),  # a count (an int; MLflow stores it as a float)
-        "turnover": float(steps.sum()),
-        "exposure": float(np.count_nonzero(held) / n),
-        "buy_and_hold_return": bh,
-        "excess_return": total - bh,
-    }
-    return metrics, equity
-
-
 # ----------------------------------------------------------------------------- validation
 def _validate(model_uri: Any, start: Any, end: Any, data_source: Any) -> tuple[str, _dt.date, _dt.date, str | None]:
     """Everything that can be checked without I/O (exit code 2 on failure)."""
@@ -246,8 +158,7 @@ def _validate(model_uri: Any, start: Any, end: Any, data_source: Any) -> tuple[s
         )
     source = None
     if data_source is not None and str(data_source).strip():
-        kind, path = parse_data_source(data_source)
-        source = f"csv:{os.path.abspath(os.path.expanduser(path))}" if kind == "csv" else kind  # type: ignore[arg-type]
+        source = canonical_source(data_source)
     return uri, s, e, source
 
 
@@ -369,10 +280,12 @@ def price_source(config: Any, override: str | None, warn: Any) -> str:
     changed since training is a warning (appended rows are harmless, edited ones are not)."""
     source = override or config.data_source
     kind, path = parse_data_source(source)
-    if kind == "csv" and not os.path.isfile(path):  # type: ignore[arg-type]
-        hint = "" if override else " (the file the model was trained on): pass data_source=csv:PATH (--data-source) with its prices"
-        raise DataError(f"CSV file not found: {path}{hint}")
-    if kind == "csv" and not override and config.csv_sha256 and file_sha256(path) != config.csv_sha256:  # type: ignore[arg-type]
+    if path is None:  # a source without a file of the user's
+        return source
+    if not os.path.isfile(path):
+        hint = "" if override else f" (the file the model was trained on): pass data_source={kind}:PATH (--data-source) with its prices"
+        raise DataError(f"{kind.upper()} file not found: {path}{hint}")
+    if not override and config.csv_sha256 and file_sha256(path) != config.csv_sha256:
         warn(
             f"{path} changed since the model was trained on it (sha256 differs): harmless if rows were only "
             "appended, otherwise the prices differ from the training data"
@@ -435,7 +348,7 @@ def _rebuild(logged: Any, warnings: list[str]) -> BacktestResult:
     for name in METRIC_NAMES:
         if name in logged.metrics:
             v = float(logged.metrics[name])
-            metrics[name] = int(v) if name in _COUNT_METRICS else v
+            metrics[name] = int(v) if name in COUNT_METRICS else v
     return BacktestResult(
         model_uri=tags.get(C.TAG_MODEL_URI, params.get("model_uri", "")),
         source_run_id=tags.get(C.TAG_SOURCE_RUN_ID, ""),
@@ -473,7 +386,7 @@ def _equity_frame(dates: np.ndarray, closes: np.ndarray, traded: dict[str, np.nd
 # ----------------------------------------------------------------------------- logging
 def _log(store: Any, result: BacktestResult, config: Any, *, override: str | None, in_sample: bool,
          fallback_reason: str | None, key: str | None = None) -> str:
-    from trainkit import __version__
+    from trainkit.version import __version__
 
     params = dict(zip(C.BACKTEST_PARAMS, (
         result.model_uri, result.start, result.end, result.first_day, result.last_day, str(result.n_days),
@@ -561,13 +474,3 @@ def _plot(result: BacktestResult, path: str) -> None:
     plot_drawdowns(bottom, dates, eq["strategy_equity"].to_numpy(), eq["buy_and_hold_equity"].to_numpy())
     fig.tight_layout()
     fig.savefig(path, format="png")
-
-
-def plot_drawdowns(ax: Any, dates: Any, strategy_equity: np.ndarray, buy_and_hold_equity: np.ndarray) -> None:
-    """The panel under an equity chart (a backtest's, a walk-forward's): the strategy's
-    drawdown filled, buy and hold's as a line."""
-    ax.fill_between(dates, drawdowns(strategy_equity), 0.0, color="tab:red", alpha=0.4, label="strategy")
-    ax.plot(dates, drawdowns(buy_and_hold_equity), color="tab:gray", lw=0.8, label="buy and hold")
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_ylabel("drawdown")
-    ax.grid(alpha=0.3)

@@ -12,6 +12,7 @@ Stdlib only: the CLI validates a whole request before importing anything heavy.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -22,8 +23,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainkit.algorithms import algorithm_spec
 from trainkit.errors import ConfigError, DataError
-from trainkit.hyperparams import ALGORITHM_DEFAULTS
+from trainkit.sources import canonical_source, parse_data_source, source_spec
+
+__all__ = [
+    "EARLIEST_DATE",
+    "FEATURE_CATALOG_SIZE",
+    "MIN_WINDOW_DAYS",
+    "MIN_WINDOW_ROWS",
+    "SCHEMA_VERSION",
+    "TrainConfig",
+    "default_data_seed",
+    "file_sha256",
+    "parse_bool",
+    "parse_data_source",  # the registry's (trainkit.sources), re-exported: callers import it from here
+    "parse_date",
+    "parse_older_than",
+    "validate_symbol",
+]
 
 #: Bumped when the meaning of a field (or of training itself) changes, so old cache entries
 #: stop matching instead of being served for a request they no longer answer.
@@ -36,10 +54,13 @@ FEATURE_CATALOG_SIZE = 32
 #: observations for an episode, let alone a policy worth caching.
 MIN_WINDOW_DAYS = 90
 
+#: Fewest trading days (rows) a window may hold — a training window, a backtest's test window,
+#: a walk-forward fold: the feature builder's minimum, the one place it is written.
+MIN_WINDOW_ROWS = 30
+
 EARLIEST_DATE = _dt.date(1970, 1, 1)
 
 _SYMBOL_RE = re.compile(r"^\^?[A-Z0-9][A-Z0-9.=-]{0,19}$")
-_SOURCES = ("yfinance", "synthetic")
 
 #: Options of :meth:`TrainConfig.create` that are not hyperparameters.
 _SCALAR_OPTIONS = ("algo", "seed", "data_seed", "cost_bps", "allow_short", "episode_length")
@@ -100,21 +121,6 @@ def file_sha256(path: str) -> str:
 def default_data_seed(symbol: str) -> int:
     """The synthetic path's seed when none is given: stable per symbol, on every machine."""
     return int.from_bytes(hashlib.sha256(symbol.encode()).digest()[:4], "big") & 0x7FFFFFFF
-
-
-def parse_data_source(source: Any) -> tuple[str, str | None]:
-    """Split ``yfinance`` / ``synthetic`` / ``csv:<path>`` into (kind, path)."""
-    if not isinstance(source, str) or not source.strip():
-        raise ConfigError("data_source is empty: use yfinance, synthetic or csv:PATH")
-    s = source.strip()
-    if s.lower() in _SOURCES:
-        return s.lower(), None
-    if s.lower().startswith("csv:"):
-        path = s[4:].strip()
-        if not path:
-            raise ConfigError("data_source csv: needs a path, e.g. csv:prices/AAPL.csv")
-        return "csv", path
-    raise ConfigError(f"unknown data source {source!r}: use yfinance, synthetic or csv:PATH")
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -192,38 +198,9 @@ class TrainConfig:
         ``cost_bps``, ``allow_short``, ``episode_length``, ``hyperparams`` (a mapping) and any
         hyperparameter of the chosen algorithm by name (``learning_rate=3e-4``)."""
         sym = validate_symbol(symbol)
-        algo = str(options.pop("algo", "ppo")).strip().lower()
-        if algo not in ALGORITHM_DEFAULTS:
-            raise ConfigError(f"unknown algorithm {algo!r}: choose one of {', '.join(ALGORITHM_DEFAULTS)}")
-        defaults = ALGORITHM_DEFAULTS[algo]
-        overrides: dict[str, Any] = dict(options.pop("hyperparams", None) or {})
-        for key in list(options):
-            if key in defaults:
-                overrides[key] = options.pop(key)
-        unknown = [k for k in options if k not in _SCALAR_OPTIONS]
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) {', '.join(sorted(unknown))}: known options are "
-                f"{', '.join(_SCALAR_OPTIONS)} and the {algo} hyperparameters {', '.join(defaults)}"
-            )
-        bad = sorted(k for k in overrides if k not in defaults)
-        if bad:
-            raise ConfigError(
-                f"unknown hyperparameter(s) for {algo}: {', '.join(bad)}; known: {', '.join(defaults)}"
-            )
-        hp = {k: _coerce(k, overrides[k], v) if k in overrides else v for k, v in defaults.items()}
-
-        kind, path = parse_data_source(data_source)
-        csv_sha = None
-        if kind == "csv":
-            apath = os.path.abspath(os.path.expanduser(path))  # type: ignore[arg-type]
-            if not os.path.isfile(apath):
-                raise DataError(f"CSV file not found: {apath} (data_source csv:{path})")
-            csv_sha = file_sha256(apath)
-            source = f"csv:{apath}"
-        else:
-            source = kind
-
+        algo = algorithm_spec(options.pop("algo", "ppo")).name
+        hp = _resolve_hyperparams(algo, options)
+        source, file_sha = _resolve_source(data_source)
         data_seed = options.get("data_seed")
         cfg = cls(
             symbol=sym,
@@ -231,7 +208,7 @@ class TrainConfig:
             train_end=parse_date(train_end, "train_end").isoformat(),
             feature_count=_int_option("feature_count", feature_count),
             data_source=source,
-            csv_sha256=csv_sha,
+            csv_sha256=file_sha,
             data_seed=default_data_seed(sym) if data_seed is None else _int_option("data_seed", data_seed),
             algo=algo,
             seed=_int_option("seed", options.get("seed", 0)),
@@ -263,11 +240,12 @@ class TrainConfig:
         if not 1 <= self.feature_count <= FEATURE_CATALOG_SIZE:
             raise ConfigError(f"feature_count {self.feature_count} is out of range: use 1..{FEATURE_CATALOG_SIZE}")
         kind, _ = parse_data_source(self.data_source)
-        if kind == "csv" and not (isinstance(self.csv_sha256, str) and len(self.csv_sha256) == 64):
-            raise ConfigError("a csv data source needs csv_sha256 (use TrainConfig.create)")
-        if self.algo not in ALGORITHM_DEFAULTS:
-            raise ConfigError(f"unknown algorithm {self.algo!r}: choose one of {', '.join(ALGORITHM_DEFAULTS)}")
-        if set(self.hyperparams) != set(ALGORITHM_DEFAULTS[self.algo]):
+        if source_spec(kind).takes_path and not (isinstance(self.csv_sha256, str) and len(self.csv_sha256) == 64):
+            raise ConfigError(f"a {kind} data source needs csv_sha256, its file's sha256 (use TrainConfig.create)")
+        spec = algorithm_spec(self.algo)
+        if spec.name != self.algo:
+            raise ConfigError(f"algorithm {self.algo!r} must be written {spec.name!r} (use TrainConfig.create)")
+        if set(self.hyperparams) != set(spec.defaults):
             raise ConfigError(f"hyperparams must be resolved for {self.algo} (use TrainConfig.create)")
         if self.timesteps <= 0 or self.timesteps > 100_000_000:
             raise ConfigError(f"timesteps {self.timesteps} is out of range: use 1..100000000")
@@ -277,7 +255,8 @@ class TrainConfig:
             raise ConfigError(f"cost_bps {self.cost_bps} is out of range: use 0..1000 basis points")
         if not 2 <= self.episode_length <= 100_000:
             raise ConfigError(f"episode_length {self.episode_length} is out of range: use 2..100000 days")
-        _check_hyperparams(self.algo, self.hyperparams)
+        _check_hyperparams(self.hyperparams)
+        spec.validate(self.hyperparams)
         # freeze the mapping: a config is a value, nobody may mutate it after hashing
         object.__setattr__(self, "hyperparams", _FrozenDict(self.hyperparams))
 
@@ -313,11 +292,11 @@ class TrainConfig:
         return cls(**dict(d))
 
     def hash_dict(self) -> dict[str, Any]:
-        """What the hash covers: every field, except that a CSV source counts by content
-        (``csv_sha256``), not by where the file lies."""
+        """What the hash covers: every field, except that a source read from a file (a CSV)
+        counts by content (``csv_sha256``), not by where the file lies."""
         d = self.to_dict()
-        if self.data_source_kind == "csv":
-            d["data_source"] = "csv"
+        if source_spec(self.data_source_kind).takes_path:
+            d["data_source"] = self.data_source_kind
         return d
 
     def canonical_json(self) -> str:
@@ -341,6 +320,39 @@ class TrainConfig:
 
     def run_name(self) -> str:
         return f"{self.symbol}-{self.algo}-{self.config_hash[:8]}"
+
+
+def _resolve_hyperparams(algo: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The algorithm's defaults with the user's overrides coerced in: the ``hyperparams``
+    mapping of ``options`` and any hyperparameter given by name (both popped from
+    ``options``); anything left in ``options`` must be a scalar option."""
+    defaults = algorithm_spec(algo).defaults
+    overrides: dict[str, Any] = dict(options.pop("hyperparams", None) or {})
+    for key in list(options):
+        if key in defaults:
+            overrides[key] = options.pop(key)
+    unknown = [k for k in options if k not in _SCALAR_OPTIONS]
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(sorted(unknown))}: known options are "
+            f"{', '.join(_SCALAR_OPTIONS)} and the {algo} hyperparameters {', '.join(defaults)}"
+        )
+    bad = sorted(k for k in overrides if k not in defaults)
+    if bad:
+        raise ConfigError(f"unknown hyperparameter(s) for {algo}: {', '.join(bad)}; known: {', '.join(defaults)}")
+    return {k: _coerce(k, overrides[k], v) if k in overrides else copy.deepcopy(v) for k, v in defaults.items()}
+
+
+def _resolve_source(data_source: Any) -> tuple[str, str | None]:
+    """The source's canonical spelling and, for a source read from a file, the sha256 of the
+    file's content (what the hash counts: editing the file retrains, moving it does not)."""
+    source = canonical_source(data_source)
+    kind, path = parse_data_source(source)
+    if not source_spec(kind).takes_path:
+        return source, None
+    if not os.path.isfile(path):  # type: ignore[arg-type]
+        raise DataError(f"{kind.upper()} file not found: {path} (data_source {data_source})")
+    return source, file_sha256(path)  # type: ignore[arg-type]
 
 
 class _FrozenDict(dict):
@@ -384,8 +396,10 @@ def _float_option(name: str, value: Any) -> float:
         raise ConfigError(f"{name} must be a number, got {value!r}") from None
 
 
-def _check_hyperparams(algo: str, hp: Mapping[str, Any]) -> None:
-    """Range checks that would otherwise surface as an obscure error deep inside SB3."""
+def _check_hyperparams(hp: Mapping[str, Any]) -> None:
+    """Range checks of single values, by hyperparameter name whichever algorithm has it, that
+    would otherwise surface as an obscure error deep inside SB3. Checks across values of one
+    algorithm are its row's validators (:mod:`trainkit.algorithms`)."""
     for k, v in hp.items():
         if k == "net_arch":
             if not isinstance(v, (list, tuple)) or not v or any(not isinstance(x, int) or x <= 0 for x in v):
@@ -408,11 +422,6 @@ def _check_hyperparams(algo: str, hp: Mapping[str, Any]) -> None:
             raise ConfigError(f"hyperparameter {k}={hp[k]!r} must be >= 0")
     if "n_envs" in hp and hp["n_envs"] > 256:
         raise ConfigError(f"hyperparameter n_envs={hp['n_envs']} is too large: use 1..256")
-    if algo == "ppo" and hp["batch_size"] > hp["n_steps"] * hp["n_envs"]:
-        raise ConfigError(
-            f"ppo batch_size {hp['batch_size']} exceeds n_steps*n_envs = {hp['n_steps'] * hp['n_envs']}: "
-            "lower batch_size or raise n_steps/n_envs"
-        )
 
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([dhmw])$")

@@ -44,12 +44,15 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from trainkit import signals_core as _core
+
 __all__ = ["TradingEnv", "action_to_position", "position_levels"]
 
 
-def position_levels(allow_short: bool) -> np.ndarray:
-    """The position each action index stands for (see the module docstring)."""
-    return np.array([-1.0, 0.0, 1.0]) if allow_short else np.array([0.0, 1.0])
+#: The position each action index stands for (see the module docstring): the table of
+#: :mod:`trainkit.signals_core`, which served models carry, so training, backtests and serving
+#: read one table.
+position_levels = _core.position_levels
 
 
 def action_to_position(actions: np.ndarray, allow_short: bool) -> np.ndarray:

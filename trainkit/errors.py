@@ -58,6 +58,11 @@ class ModelNotFoundError(StoreError):
     """A model URI is well formed but names nothing that exists (or it was deleted)."""
 
 
+class NoStore(ModelNotFoundError):
+    """A read found no store at the tracking URI (a sqlite file that does not exist): nothing
+    has been trained into it. Reads never create one (docs/ARCHITECTURE.md, *Read paths*)."""
+
+
 class IntegrityError(StoreError):
     """A model's bytes do not match the digest recorded when it was trained."""
 

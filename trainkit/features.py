@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from trainkit import signals_core as _core
-from trainkit.config import FEATURE_CATALOG_SIZE, parse_date
+from trainkit.config import FEATURE_CATALOG_SIZE, MIN_WINDOW_ROWS, parse_date
 from trainkit.errors import ConfigError, DataError
 
 __all__ = [
@@ -70,8 +70,6 @@ __all__ = [
 #: stored with every model, so a model never silently gets features it was not trained on).
 FEATURE_VERSION = _core.FEATURE_VERSION
 
-#: Fewest rows a feature window may have.
-MIN_WINDOW_ROWS = 30
 
 #: Scaled values are clipped to this many standard deviations (one crash day must not dominate
 #: the observation).

@@ -33,6 +33,7 @@ before it is deserialised.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import sys
@@ -44,7 +45,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-_ALGOS = ("ppo", "a2c", "dqn")
+#: algorithm -> "module:Class" of its stable-baselines3 class: a copy of the ``sb3_class``
+#: column of ``trainkit.algorithms`` (this file imports no trainkit); tests/test_registries.py
+#: pins the two together.
+_CLASSES = {
+    "ppo": "stable_baselines3:PPO",
+    "a2c": "stable_baselines3:A2C",
+    "dqn": "stable_baselines3:DQN",
+}
 
 
 def _sha256(path: str) -> str:
@@ -84,8 +92,6 @@ class TrainkitPolicy(PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
-        import stable_baselines3 as sb3
-
         policy_path = context.artifacts["policy"]
         expected = (context.model_config or {}).get("model_sha256")
         actual = _sha256(policy_path)
@@ -103,9 +109,10 @@ class TrainkitPolicy(PythonModel):
         except self.signals.SpecError as exc:
             raise MlflowException(f"trainkit model: {exc}: retrain it (trainkit train --force)") from None
         algo = self.config["algo"]
-        if algo not in _ALGOS:
+        if algo not in _CLASSES:
             raise MlflowException(f"unknown trainkit algorithm {algo!r}")
-        cls = getattr(sb3, algo.upper())
+        module, _, name = _CLASSES[algo].partition(":")
+        cls = getattr(importlib.import_module(module), name)
         with _one_torch_thread():  # rebuilding the policy is many tiny ops: threads only contend
             self.model = cls.load(policy_path, device="cpu")
         self.obs_dim = int(self.model.observation_space.shape[0])

@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from trainkit.config import TrainConfig
+    from trainkit.data import FetchResult
 
 _logger = logging.getLogger("trainkit")
 
@@ -46,8 +52,40 @@ def signal_for_day(
     any I/O; ``ModelNotFoundError``/``IntegrityError``/``StoreError``/``DataError`` (exit 1)
     when the model or the prices cannot be had."""
     from trainkit.backtest import price_source
-    from trainkit.config import parse_data_source, parse_date
-    from trainkit.errors import ConfigError, DataError
+    from trainkit.errors import ConfigError
+
+    uri, d, s, override = _checked_request(model_uri, day, since, position, data_source)
+
+    from trainkit.features import parse_spec
+    from trainkit.store import default_store, load_bundle
+
+    model, bundle = load_bundle(uri, store=store or default_store(tracking_uri))
+    config, spec = bundle.config, bundle.feature_spec
+    parse_spec(spec)  # a spec of another feature version: ConfigError saying to retrain
+    if position == -1 and not config.allow_short:
+        raise ConfigError(f"--position -1: the model at {uri} was trained without shorting (positions 0 and 1)")
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        _logger.warning("%s", msg)
+
+    source = price_source(config, override, warn)
+    s = _walk_start(config, uri, d, s, position, warn)
+    fetch, last = _prices(config, source, s, d, no_fallback, warn)
+    start = last if position is not None else s
+    rows = _walk(model, spec, config, fetch, start, position)
+    return _answer(uri, config, fetch, rows, warnings)
+
+
+def _checked_request(
+    model_uri: str, day: Any, since: Any, position: int | None, data_source: str | None
+) -> tuple[str, _dt.date, _dt.date | None, str | None]:
+    """``(uri, day, since, data source override)`` of a request, checked before any I/O so a
+    typo costs no store or network round trip (``ConfigError``/``ModelURIError``, exit 2)."""
+    from trainkit.config import parse_date
+    from trainkit.sources import canonical_source
+    from trainkit.errors import ConfigError
     from trainkit.store.contract import validate_model_uri
 
     uri = validate_model_uri(model_uri)
@@ -64,34 +102,35 @@ def signal_for_day(
         raise ConfigError(f"--position must be -1, 0 or 1, got {position}")
     override = None
     if data_source is not None and str(data_source).strip():
-        kind, path = parse_data_source(data_source)
-        override = f"csv:{os.path.abspath(os.path.expanduser(path))}" if kind == "csv" else kind  # type: ignore[arg-type]
+        override = canonical_source(data_source)
+    return uri, d, s, override
 
-    from trainkit import signals_core
-    from trainkit.data import DataFetcherFactory
-    from trainkit.features import parse_spec, warmup_start
-    from trainkit.store import default_store, load_bundle
-    from trainkit.store.flavor import one_torch_thread
 
-    model, bundle = load_bundle(uri, store=store or default_store(tracking_uri))
-    config, spec = bundle.config, bundle.feature_spec
-    parse_spec(spec)  # a spec of another feature version: ConfigError saying to retrain
-    if position == -1 and not config.allow_short:
-        raise ConfigError(f"--position -1: the model at {uri} was trained without shorting (positions 0 and 1)")
-    warnings: list[str] = []
-
-    def warn(msg: str) -> None:
-        warnings.append(msg)
-        _logger.warning("%s", msg)
-
-    source = price_source(config, override, warn)
-
+def _walk_start(
+    config: TrainConfig, uri: str, d: _dt.date, s: _dt.date | None, position: int | None,
+    warn: Callable[[str], None],
+) -> _dt.date:
+    """The first day of the walk: ``since``, else ``day`` itself for one step from a held
+    position, else the day after the training window (its first day when ``day`` is inside it).
+    A walk over training days is warned about: its signal is in-sample."""
     if s is None:
         after = config.end_date + _dt.timedelta(days=1)
         s = d if position is not None else (after if after <= d else min(config.start_date, d))
     if s <= config.end_date and d >= config.start_date:
         warn(f"{max(s, config.start_date)}..{min(d, config.end_date)} is inside the training window "
              f"{config.train_start}..{config.train_end} of {uri}: in-sample")
+    return s
+
+
+def _prices(
+    config: TrainConfig, source: str, s: _dt.date, d: _dt.date, no_fallback: bool, warn: Callable[[str], None],
+) -> tuple[FetchResult, _dt.date]:
+    """The prices of the walk (from the features' warm-up before ``s`` to ``d``) and their last
+    day; a fallback to synthetic prices and a stale last bar are warned about, since either
+    changes what the signal means."""
+    from trainkit.data import DataFetcherFactory
+    from trainkit.features import warmup_start
+
     fetch = DataFetcherFactory.fetch(source, config.symbol, warmup_start(s), d, data_seed=config.data_seed,
                                      no_fallback=no_fallback)
     if fetch.fallback_reason:
@@ -101,17 +140,34 @@ def signal_for_day(
     last = frame.index[-1].date()
     if (d - last).days > 4:
         warn(f"the latest bar of {config.symbol} up to {d} is from {last}: the signal is for {last}")
+    return fetch, last
+
+
+def _walk(
+    model: Any, spec: dict[str, Any], config: TrainConfig, fetch: FetchResult, start: _dt.date,
+    position: int | None,
+) -> pd.DataFrame:
+    """The policy walked over the fetched prices from ``start`` with the very code a served
+    model runs (:func:`trainkit.signals_core.signals`), so both give the same positions."""
+    from trainkit import signals_core
+    from trainkit.errors import DataError
+    from trainkit.store.flavor import one_torch_thread
 
     def predict(obs: Any) -> Any:
         with one_torch_thread():
             return model.predict(obs, deterministic=True)[0]
 
-    start = last if position is not None else s
     try:
-        rows = signals_core.signals(frame, spec=spec, predict=predict, allow_short=config.allow_short,
+        return signals_core.signals(fetch.frame, spec=spec, predict=predict, allow_short=config.allow_short,
                                     start=start.isoformat(), position=position)
     except signals_core.BarsError as exc:
         raise DataError(f"{fetch.effective_source} prices of {config.symbol}: {exc}") from None
+
+
+def _answer(
+    uri: str, config: TrainConfig, fetch: FetchResult, rows: pd.DataFrame, warnings: list[str]
+) -> dict[str, Any]:
+    """The JSON-ready answer: the walk's last day, where it started, and the data it used."""
     row = rows.iloc[-1]
     return {
         "model_uri": uri,

@@ -339,7 +339,10 @@ def clean_bars(bars: Any) -> pd.DataFrame:
     prices as the data sources do; a ``Symbol``/``Ticker`` column must name one instrument;
     other columns are ignored. Raises :class:`BarsError` naming the problem: missing columns,
     unparseable or missing dates, unsorted or duplicate dates, missing or non-numeric values,
-    non-positive prices, negative volume, High below Low."""
+    non-positive prices, negative volume, High below Low.
+
+    The checks run in a fixed order (what the bars are, then their columns, values, dates and
+    prices) so a client always hears about the first problem a reader of its bars would hit."""
     if not isinstance(bars, pd.DataFrame):
         raise BarsError(f"bars must be a pandas DataFrame of daily {_NEED}, got {type(bars).__name__}")
     if bars.empty:
@@ -347,7 +350,16 @@ def clean_bars(bars: Any) -> pd.DataFrame:
     df = bars.copy()
     df.columns = [str(c).strip() for c in df.columns]
     found = ", ".join(df.columns) or "none"
+    df, index = _bars_dates(df, found)
+    df = _bars_ohlcv(df, found)
+    df = _bars_values(df, index)
+    _check_bar_dates(index)
+    return _bars_checked(df, index)
 
+
+def _bars_dates(df: pd.DataFrame, found: str) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
+    """The bars' dates (a date column, else the index) and ``df`` without its date and symbol
+    columns; bars of more than one symbol are refused, since one walk is one instrument."""
     symbols = [c for c in df.columns if _canon(c) in _SYMBOL_NAMES]
     if symbols:
         names = sorted(df[symbols[0]].dropna().astype(str).str.strip().str.upper().unique())
@@ -361,8 +373,12 @@ def clean_bars(bars: Any) -> pd.DataFrame:
         index = _date_index(df.index, "the index")
     else:
         raise BarsError(f"bars have no dates: add a Date column (found: {found}) or use a date index")
-    df = df.drop(columns=dates + symbols)
+    return df.drop(columns=dates + symbols), index
 
+
+def _bars_ohlcv(df: pd.DataFrame, found: str) -> pd.DataFrame:
+    """The OHLCV columns of ``df`` under their canonical names, ``Adj Close`` applied as the
+    data sources apply it; other columns are dropped, a missing or doubled one is refused."""
     mapping = {}
     for col in df.columns:
         target = _ALIASES.get(_canon(col))
@@ -376,7 +392,12 @@ def clean_bars(bars: Any) -> pd.DataFrame:
     missing = [c for c in OHLCV if c not in df.columns]
     if missing:
         raise BarsError(f"bars lack column(s) {', '.join(missing)}: need {_NEED} (found: {found})")
+    return df
 
+
+def _bars_values(df: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
+    """``df`` as float64 on ``index``; a non-numeric, missing or infinite value is refused with
+    its column and days (served bars have no blank rows to drop: a client sends what it has)."""
     numeric = {}
     for col in OHLCV:
         raw = df[col]
@@ -393,7 +414,12 @@ def clean_bars(bars: Any) -> pd.DataFrame:
         raise BarsError(f"bars: missing values in {', '.join(cols)} on {_days(index, nan.any(axis=1))}")
     if not np.isfinite(values).all():
         raise BarsError(f"bars: infinite values on {_days(index, (~np.isfinite(values)).any(axis=1))}")
+    return df
 
+
+def _check_bar_dates(index: pd.DatetimeIndex) -> None:
+    """Refuse duplicate or unsorted dates. Unlike a data source this does not sort: a serving
+    client that sends bars out of order has a bug worth hearing about."""
     dup = index.duplicated(keep=False)
     if dup.any():
         raise BarsError(f"bars: duplicate dates {_days(index, dup)}: send one bar per day")
@@ -402,6 +428,11 @@ def clean_bars(bars: Any) -> pd.DataFrame:
         raise BarsError(f"bars: dates are not sorted ({str(index[i + 1])[:10]} comes after {str(index[i])[:10]}): "
                         "send the bars oldest first")
 
+
+def _bars_checked(df: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
+    """``df`` after the bar rules shared with the data sources (:func:`check_ohlc`), with High
+    and Low widened to contain Open and Close exactly as training data were."""
+    values = df.to_numpy()
     prices = values[:, :4]
     try:
         hi, lo = check_ohlc(prices, values[:, 4], lambda mask: _days(index, mask))
@@ -460,6 +491,34 @@ def _start_index(levels: np.ndarray, position: Any) -> int:
     return int(hits[0])
 
 
+def walk(matrix: np.ndarray, predict: Callable[[np.ndarray], Any], allow_short: bool,
+         held: int | None = None) -> np.ndarray:
+    """**The policy walk**, the one place it is written (served models and backtests both run
+    it, so they cannot drift): the action index of every day of the deterministic policy
+    walked over the scaled feature rows ``matrix`` [T, count], starting from action index
+    ``held`` (default: flat) coming into day 0. A day's observation is its row followed by the
+    position held coming into it (the one chosen the day before), so every (held position,
+    day) pair is evaluated in one ``predict`` batch (float32 ``[n_pos * T, count + 1]``) and
+    then walked in order: a few forward passes instead of T. ``ValueError`` for actions
+    outside ``0..n_pos - 1``."""
+    levels = position_levels(allow_short)
+    if held is None:
+        held = int(np.flatnonzero(levels == 0.0)[0])
+    n_pos, (n_days, count) = len(levels), matrix.shape
+    obs = np.empty((n_pos, n_days, count + 1), dtype=np.float32)
+    obs[:, :, :count] = matrix[None]
+    obs[:, :, count] = levels[:, None]
+    acts = np.asarray(predict(obs.reshape(n_pos * n_days, count + 1)), dtype=np.int64).reshape(n_pos, n_days)
+    if acts.size and (acts.min() < 0 or acts.max() >= n_pos):
+        raise ValueError(f"the policy answered actions outside 0..{n_pos - 1}: its action space does not match allow_short")
+    table = acts.tolist()
+    actions = np.empty(n_days, dtype=np.int64)
+    for t in range(n_days):
+        held = table[held][t]
+        actions[t] = held
+    return actions
+
+
 def signals(
     bars: Any,
     *,
@@ -515,19 +574,8 @@ def signals(
     if not np.isfinite(raw).all():  # cannot happen after the checks above; never hand out NaN
         raise BarsError("bars: the features of the requested days contain NaN: the prices are unusable")
     matrix = scale(raw, mean, std)
-    n_pos, n_days = len(levels), matrix.shape[0]
-    obs = np.empty((n_pos, n_days, count + 1), dtype=np.float32)
-    obs[:, :, :count] = matrix[None]
-    obs[:, :, count] = levels[:, None]
-    acts = np.asarray(predict(obs.reshape(n_pos * n_days, count + 1)), dtype=np.int64).reshape(n_pos, n_days)
-    if acts.min() < 0 or acts.max() >= n_pos:
-        raise ValueError(f"the policy answered actions outside 0..{n_pos - 1}: its action space does not match allow_short")
-    table = acts.tolist()
     before = levels[held]
-    actions = np.empty(n_days, dtype=np.int64)
-    for t in range(n_days):
-        held = table[held][t]
-        actions[t] = held
+    actions = walk(matrix, predict, allow_short, held)
     positions = levels[actions]
     previous = np.concatenate(([before], positions[:-1]))
     return pd.DataFrame({

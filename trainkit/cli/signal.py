@@ -11,50 +11,30 @@ served model runs (:func:`trainkit.signals_core.signals`) — so:
   last position of ``trainkit backtest --start <that day> --end D``;
 * ``--since S`` starts the flat walk on ``S`` instead;
 * ``--position P`` says which position you hold coming into ``D``: one step of the policy from it.
-
-Registered on the ``trainkit`` group when this module is imported (``trainkit/cli/app.py``
-imports it at its end).
 """
 
 from __future__ import annotations
 
-import logging
-
 import click
 
-from trainkit.cli.app import (
-    Settings,
-    cli,
-    data_source_callback,
-    date_callback,
-    emit_json,
-    model_uri_callback,
-    stdout_for,
-)
+from trainkit.cli.group import Settings
+from trainkit.cli.options import DATA_SOURCE, DATE, MODEL_URI
+from trainkit.cli.output import emit_json, print_signal, stdout_for
+from trainkit.signals import signal_for_day
 
 __all__ = ["signal", "signal_for_day"]
 
-from trainkit.signals import signal_for_day  # noqa: E402  (the library function this command prints)
 
-_logger = logging.getLogger("trainkit")
-
-_NAMES = {-1: "short", 0: "flat", 1: "long"}
-
-
-def _pos(p: int) -> str:
-    return f"{p:+d} ({_NAMES[p]})" if p else "0 (flat)"
-
-
-@cli.command("signal", short_help="The position a model holds after a day's close.")
-@click.option("--model-uri", required=True, callback=model_uri_callback, metavar="URI",
+@click.command("signal", short_help="The position a model holds after a day's close.")
+@click.option("--model-uri", type=MODEL_URI, required=True, metavar="URI",
               help="runs:/<run_id>/model, models:/m-<id>, models:/<name>/<version> or models:/<name>@<alias>.")
-@click.option("--data-source", default=None, callback=data_source_callback, metavar="yfinance|synthetic|csv:PATH",
+@click.option("--data-source", type=DATA_SOURCE, default=None, metavar="yfinance|synthetic|csv:PATH",
               help="Prices to read [default: the source the model was trained on].")
-@click.option("--date", "day", default=None, callback=date_callback, metavar="DATE",
+@click.option("--date", "day", type=DATE, default=None, metavar="DATE",
               help="The day whose close the position is decided on [default: the last available day].")
 @click.option("--position", type=click.IntRange(-1, 1), default=None, metavar="-1|0|1",
               help="The position you hold coming into DATE: one step of the policy from it.")
-@click.option("--since", default=None, callback=date_callback, metavar="DATE",
+@click.option("--since", type=DATE, default=None, metavar="DATE",
               help="Without --position: walk the policy from flat from this day, as a backtest from it does "
                    "[default: the first day after the training window].")
 @click.option("--no-fallback", is_flag=True, help="Fail instead of using synthetic prices when Yahoo does not answer.")
@@ -74,11 +54,4 @@ def signal(settings: Settings, model_uri: str, data_source: str | None, day: str
         if json_mode:
             emit_json(out, doc)
             return
-        source = doc["data_source_effective"]
-        if source != doc["data_source"]:
-            source += f" (FALLBACK from {doc['data_source']})"
-        out.write(f"{doc['symbol']} {doc['date']}: target position {_pos(doc['position'])}, "
-                  f"held before {_pos(doc['previous_position'])}\n")
-        how = (f"one step from {_pos(doc['start_position'])}" if position is not None
-               else f"walked from {doc['walk_start']} (flat), {doc['days']} trading days")
-        out.write(f"  model {doc['model_uri']}; {how}; prices: {source}\n")
+        print_signal(out, doc, one_step=position is not None)

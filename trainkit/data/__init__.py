@@ -19,14 +19,10 @@ from trainkit.data.base import (
     validate_ohlcv,
 )
 from trainkit.data.csv import CsvFetcher
-from trainkit.data.factory import (
-    DataFetcherFactory,
-    FetchResult,
-    cached_digest,
-    canonical_source,
-)
+from trainkit.data.factory import DataFetcherFactory, FetchResult, build_fetcher, cached_digest
 from trainkit.data.synthetic import SyntheticFetcher, synthetic_ohlcv
 from trainkit.data.yahoo import DownloadCache, YahooFetcher
+from trainkit.sources import canonical_source  # the registry's, re-exported for callers of trainkit.data
 
 __all__ = [
     "MIN_ROWS",
@@ -38,6 +34,7 @@ __all__ = [
     "FetchResult",
     "SyntheticFetcher",
     "YahooFetcher",
+    "build_fetcher",
     "cached_digest",
     "canonical_source",
     "frame_digest",

@@ -114,7 +114,20 @@ def validate_ohlcv(frame: pd.DataFrame, source_label: str, *, drop_blank_rows: b
 
     Raises ``DataError`` (message starts with ``source_label``) for anything unusable,
     including an empty frame.
+
+    The steps run in this order on purpose: the first problem a user sees is the first one a
+    reader of their file would hit (columns, then values, then dates, then prices).
     """
+    df = _ohlcv_columns(frame, source_label)
+    df = _as_float64(df, source_label)
+    df = _complete_rows(df, source_label, drop_blank_rows)
+    df = _sorted_unique_dates(df, source_label)
+    return _checked_prices(df, source_label)
+
+
+def _ohlcv_columns(frame: pd.DataFrame, source_label: str) -> pd.DataFrame:
+    """The five OHLCV columns of ``frame`` (``Adj Close`` applied) on a clean date index; the
+    columns' problems are reported before any value's, naming what was found instead."""
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"{source_label}: expected a table of prices, got {type(frame).__name__}")
     if frame.empty:
@@ -130,7 +143,12 @@ def validate_ohlcv(frame: pd.DataFrame, source_label: str, *, drop_blank_rows: b
 
     df = df.loc[:, list(OHLCV_COLUMNS)]
     df.index = to_date_index(df.index, source_label)
+    return df
 
+
+def _as_float64(df: pd.DataFrame, source_label: str) -> pd.DataFrame:
+    """``df`` as float64; a value that is present but not a number is a ``DataError`` naming it
+    and its day (a missing value is left as NaN for :func:`_complete_rows` to judge)."""
     numeric = {}
     for col in OHLCV_COLUMNS:
         raw = df[col]
@@ -142,14 +160,16 @@ def validate_ohlcv(frame: pd.DataFrame, source_label: str, *, drop_blank_rows: b
                 f"{source_label}: column {col} has non-numeric value {first!r} on {_first_dates(df.index, bad, 1)}"
             )
         numeric[col] = values.to_numpy()
-    df = pd.DataFrame(numeric, index=df.index, columns=list(OHLCV_COLUMNS))
+    return pd.DataFrame(numeric, index=df.index, columns=list(OHLCV_COLUMNS))
 
-    prices = df[list(PRICE_COLUMNS)].to_numpy()
+
+def _complete_rows(df: pd.DataFrame, source_label: str, drop_blank_rows: bool) -> pd.DataFrame:
+    """``df`` without its blank rows (only when ``drop_blank_rows``: a vendor's placeholders);
+    any other missing or infinite value is a ``DataError`` naming its columns and days."""
     if drop_blank_rows:
-        blank = np.isnan(prices).all(axis=1)
+        blank = np.isnan(df[list(PRICE_COLUMNS)].to_numpy()).all(axis=1)
         if blank.any():
             df = df[~blank]
-            prices = prices[~blank]
     if df.empty:
         raise DataError(f"{source_label}: no rows with prices")
     values = df.to_numpy()
@@ -163,14 +183,24 @@ def validate_ohlcv(frame: pd.DataFrame, source_label: str, *, drop_blank_rows: b
     if not np.isfinite(values).all():
         rows = (~np.isfinite(values)).any(axis=1)
         raise DataError(f"{source_label}: infinite values on {_first_dates(df.index, rows)}")
+    return df
 
+
+def _sorted_unique_dates(df: pd.DataFrame, source_label: str) -> pd.DataFrame:
+    """``df`` in date order (a stable sort: files are often newest first); a date that occurs
+    twice is a ``DataError``, since which of the two bars is right cannot be guessed."""
     if not df.index.is_monotonic_increasing:
         df = df.sort_index(kind="mergesort")
-        prices = df[list(PRICE_COLUMNS)].to_numpy()
     dup = df.index.duplicated(keep=False)
     if dup.any():
         raise DataError(f"{source_label}: duplicate dates {_first_dates(df.index, dup)}")
+    return df
 
+
+def _checked_prices(df: pd.DataFrame, source_label: str) -> pd.DataFrame:
+    """``df`` after the bar rules shared with served models (:func:`check_ohlc`), with High and
+    Low widened to contain Open and Close where a vendor's rounding left them a cent short."""
+    prices = df[list(PRICE_COLUMNS)].to_numpy()
     try:
         hi, lo = check_ohlc(prices, df["Volume"].to_numpy(), lambda mask: _first_dates(df.index, mask))
     except OHLCVProblem as exc:

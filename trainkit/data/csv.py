@@ -42,6 +42,7 @@ from trainkit.data.base import (
     validate_ohlcv,
 )
 from trainkit.errors import DataError
+from trainkit.sources import canonical_source, parse_data_source
 
 _DATE_NAMES = ("date", "datetime", "timestamp", "time")
 _SYMBOL_NAMES = ("symbol", "ticker")
@@ -157,13 +158,10 @@ class CsvFetcher:
     def __init__(self, path: str, *, sha256: str | None = None) -> None:
         if not isinstance(path, str) or not path.strip():
             raise DataError("csv data source needs a file path, e.g. csv:prices/AAPL.csv")
-        self.path = os.path.abspath(os.path.expanduser(path.strip()))
+        #: the canonical source string, ``csv:/absolute/path`` (the registry's one spelling)
+        self.source: str = canonical_source(f"{self.name}:{path}")
+        self.path: str = parse_data_source(self.source)[1]  # type: ignore[assignment]
         self.expected_sha256 = sha256.lower() if sha256 else None
-
-    @property
-    def source(self) -> str:
-        """The canonical source string, ``csv:/absolute/path``."""
-        return f"csv:{self.path}"
 
     def sha256(self) -> str:
         """The sha256 of the file's content now (``DataError`` if it cannot be read)."""

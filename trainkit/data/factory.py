@@ -1,12 +1,15 @@
 """Choosing a data source, and falling back when Yahoo does not answer.
 
-``DataFetcherFactory.create`` maps a source string to a fetcher. ``DataFetcherFactory.fetch`` is
-what the manager and backtests call: it fetches, falls back from yfinance to synthetic data when
-Yahoo fails (unless told not to), and returns a :class:`FetchResult` that says which source was
-asked for, which one delivered, why it fell back, and the digest of the frame actually used —
-everything the MLflow tags record. The fallback is loud: a warning on the ``trainkit`` logger
-and the reason in the result. A CSV never falls back (the user's own file is broken: that is
-an error to fix, not to paper over), and synthetic data has nothing to fall back to.
+``DataFetcherFactory.create`` maps a source string to a fetcher: the one its row of the source
+registry (:mod:`trainkit.sources`) names, built with the options of the request that its
+constructor declares (:data:`FETCHER_OPTIONS`). ``DataFetcherFactory.fetch`` is what the
+manager and backtests call: it fetches, falls back to synthetic data when a source that
+``may_fall_back`` (yfinance) fails (unless told not to), and returns a :class:`FetchResult`
+that says which source was asked for, which one delivered, why it fell back, and the digest of
+the frame actually used — everything the MLflow tags record. The fallback is loud: a warning
+on the ``trainkit`` logger and the reason in the result. A CSV never falls back (the user's own
+file is broken: that is an error to fix, not to paper over), and synthetic data has nothing to
+fall back to.
 
 :func:`cached_digest` answers "what digest would that fetch have today?" without the network
 (the local download cache, the file, or the synthetic generator), so a cache hit can tell the
@@ -20,20 +23,16 @@ per (source, symbol), so a model trained on fallback data can be retrained once 
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import logging
-import os
 import threading
-from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
-from trainkit.config import default_data_seed, parse_data_source, validate_symbol
+from trainkit.config import default_data_seed, validate_symbol
 from trainkit.data.base import DataFetcher, check_window, frame_digest
-from trainkit.data.csv import CsvFetcher
-from trainkit.data.synthetic import SyntheticFetcher
-from trainkit.data.yahoo import YahooFetcher
 from trainkit.errors import DataError
+from trainkit.provenance import FetchResult
+from trainkit.sources import FALLBACK_KIND, canonical_source, parse_data_source, source_spec
 
 log = logging.getLogger("trainkit")
 
@@ -41,34 +40,24 @@ log = logging.getLogger("trainkit")
 PROBE_TIMEOUT = 5.0
 
 
-@dataclass(frozen=True)
-class FetchResult:
-    """The frame a run used and where it came from.
-
-    ``requested_source``: ``"yfinance"``, ``"synthetic"`` or ``"csv:/abs/path"``;
-    ``effective_source``: the one that delivered ``frame``; ``fallback_reason``: why it differs
-    (``None`` when it does not); ``digest``: :func:`~trainkit.data.base.frame_digest` of ``frame``;
-    ``data_seed``: the synthetic seed when synthetic data was used, else ``None``.
-    """
-
-    frame: pd.DataFrame
-    requested_source: str
-    effective_source: str
-    fallback_reason: str | None
-    digest: str
-    data_seed: int | None = None
-
-    @property
-    def fell_back(self) -> bool:
-        return self.effective_source != self.requested_source
+#: The options of a request a fetcher's constructor may declare, by keyword: ``path`` (the
+#: absolute path of a source that ``takes_path``), ``sha256`` (the content that file must have),
+#: ``data_seed`` (of generated data; ``None``: the symbol's default) and ``timeout`` (seconds a
+#: network call may take; ``None``: the source's default). A fetcher gets those it declares.
+FETCHER_OPTIONS: tuple[str, ...] = ("path", "sha256", "data_seed", "timeout")
 
 
-def canonical_source(source: str) -> str:
-    """``yfinance``, ``synthetic`` or ``csv:/absolute/path`` (``ConfigError`` if unknown)."""
-    kind, path = parse_data_source(source)
-    if kind == "csv":
-        return f"csv:{os.path.abspath(os.path.expanduser(path))}"  # type: ignore[arg-type]
-    return kind
+def build_fetcher(source: str, **options: Any) -> DataFetcher:
+    """The fetcher of ``source``'s registry row, given the :data:`FETCHER_OPTIONS` its
+    constructor declares (an option it does not declare does not apply to it)."""
+    kind, path = parse_data_source(canonical_source(source))
+    unknown = set(options) - set(FETCHER_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown fetcher option(s): {', '.join(sorted(unknown))}")
+    cls = source_spec(kind).fetcher_class()
+    declared = inspect.signature(cls).parameters
+    given = {"path": path, **options}
+    return cls(**{k: v for k, v in given.items() if k in declared})
 
 
 class DataFetcherFactory:
@@ -81,16 +70,12 @@ class DataFetcherFactory:
     def create(
         source: str, *, data_seed: int | None = None, timeout: float | None = None, csv_sha256: str | None = None
     ) -> DataFetcher:
-        """A fetcher for ``"yfinance"``, ``"synthetic"`` or ``"csv:<path>"``. ``data_seed``
-        applies to synthetic data (``None``: the symbol's default), ``timeout`` to yfinance
-        (``None``: ``TRAINKIT_YF_TIMEOUT`` or 10 s), ``csv_sha256`` to a CSV (``DataError`` when
-        the file's content is not that one any more, e.g. the config's ``csv_sha256``)."""
-        kind, path = parse_data_source(source)
-        if kind == "yfinance":
-            return YahooFetcher(timeout=timeout)
-        if kind == "synthetic":
-            return SyntheticFetcher(data_seed=data_seed)
-        return CsvFetcher(path, sha256=csv_sha256)  # type: ignore[arg-type]
+        """A fetcher for a source string (``"yfinance"``, ``"synthetic"``, ``"csv:<path>"`` …:
+        :func:`build_fetcher`). ``data_seed`` applies to synthetic data (``None``: the symbol's
+        default), ``timeout`` to yfinance (``None``: ``TRAINKIT_YF_TIMEOUT`` or 10 s),
+        ``csv_sha256`` to a source read from a file (``DataError`` when the file's content is not
+        that one any more, e.g. the config's ``csv_sha256``)."""
+        return build_fetcher(source, data_seed=data_seed, timeout=timeout, sha256=csv_sha256)
 
     @classmethod
     def fetch(
@@ -105,11 +90,13 @@ class DataFetcherFactory:
         timeout: float | None = None,
         csv_sha256: str | None = None,
     ) -> FetchResult:
-        """Fetch ``[start, end]`` of ``symbol`` from ``source``; when yfinance fails, use the
-        synthetic path of ``(symbol, data_seed or default_data_seed(symbol))`` instead, log a
-        warning and say why in the result. ``no_fallback=True`` makes that failure a
-        ``DataError``. Errors of CSV and synthetic sources are raised as they are;
-        ``csv_sha256`` pins a CSV's content (see :meth:`create`)."""
+        """Fetch ``[start, end]`` of ``symbol`` from ``source``; when a source that
+        ``may_fall_back`` (yfinance) fails, use the synthetic path of ``(symbol, data_seed or
+        default_data_seed(symbol))`` instead, log a warning and say why in the result.
+        ``no_fallback=True`` makes that failure a ``DataError``. Errors of the other sources
+        (CSV, synthetic) are raised as they are; ``csv_sha256`` pins a CSV's content (see
+        :meth:`create`). ``data_seed`` of the result: what the fetcher that delivered says
+        (``seed_for``), for generated data only."""
         requested = canonical_source(source)
         sym = validate_symbol(symbol)
         s, e = check_window(start, end)
@@ -117,21 +104,20 @@ class DataFetcherFactory:
         try:
             frame = fetcher.fetch(sym, s, e)
         except DataError as exc:
-            if requested != "yfinance":
+            if not source_spec(parse_data_source(requested)[0]).may_fall_back:
                 raise
             reason = str(exc)
             if no_fallback:
                 raise DataError(f"{reason}; not falling back to synthetic data because --no-fallback was given") from None
             seed = default_data_seed(sym) if data_seed is None else int(data_seed)
             log.warning(
-                "yfinance failed for %s (%s); falling back to synthetic data (data_seed=%d) — "
+                "%s failed for %s (%s); falling back to synthetic data (data_seed=%d) — "
                 "these are simulated prices, not market data",
-                sym, reason, seed,
+                requested, sym, reason, seed,
             )
-            frame = SyntheticFetcher(data_seed=seed).fetch(sym, s, e)
-            return FetchResult(frame, requested, "synthetic", reason, frame_digest(frame), seed)
-        seed_used = fetcher.seed_for(sym) if isinstance(fetcher, SyntheticFetcher) else None
-        return FetchResult(frame, requested, requested, None, frame_digest(frame), seed_used)
+            frame = build_fetcher(FALLBACK_KIND, data_seed=seed).fetch(sym, s, e)
+            return FetchResult(requested, FALLBACK_KIND, reason, frame_digest(frame), seed, frame=frame)
+        return FetchResult(requested, requested, None, frame_digest(frame), _seed_of(fetcher, sym), frame=frame)
 
     @classmethod
     def probe(cls, source: str, symbol: str, start: _dt.date, end: _dt.date) -> bool:
@@ -174,11 +160,13 @@ def cached_digest(
     symbol, start, end, data_seed=data_seed).digest`` would have today when ``source``
     delivers, computed WITHOUT any network call:
 
-    * ``yfinance``: from the local download cache only (its stored rows, the ones a fetch
-      serves: see :mod:`trainkit.data.yahoo`); ``None`` when the cache does not cover the window.
-    * ``csv:PATH``: from the file as it is now.
-    * ``synthetic``: from the generator (deterministic for ``(symbol, data_seed)``; ``None``
-      means the symbol's default seed).
+    * a network source (``yfinance``; its fetcher has a ``cached(symbol, start, end)`` method):
+      from what that method answers offline — for yfinance the local download cache only (its
+      stored rows, the ones a fetch serves: see :mod:`trainkit.data.yahoo`); ``None`` when it
+      does not cover the window.
+    * any other source, whose fetch is local: from the fetch — ``csv:PATH`` from the file as it
+      is now, ``synthetic`` from the generator (deterministic for ``(symbol, data_seed)``;
+      ``None`` means the symbol's default seed).
 
     ``None`` also when the data cannot be read or the window has too few rows (the fetch would
     fail; there is nothing to compare). For a model, pass the source that delivered its data
@@ -190,11 +178,17 @@ def cached_digest(
     sym = validate_symbol(symbol)
     s, e = check_window(start, end)
     try:
-        if requested == "yfinance":
-            frame = YahooFetcher().cached(sym, s, e)
-        else:
-            frame = DataFetcherFactory.create(requested, data_seed=data_seed).fetch(sym, s, e)
+        fetcher: Any = build_fetcher(requested, data_seed=data_seed)
+        offline = getattr(fetcher, "cached", None)  # a network source's offline answer
+        frame = offline(sym, s, e) if offline is not None else fetcher.fetch(sym, s, e)
     except DataError as exc:
         log.debug("no local digest of %s %s %s..%s (%s)", requested, sym, s, e, exc)
         return None
     return None if frame is None else frame_digest(frame)
+
+
+def _seed_of(fetcher: Any, symbol: str) -> int | None:
+    """The seed a fetcher of generated data used for ``symbol`` (its ``seed_for``); ``None``
+    for market data."""
+    seed_for = getattr(fetcher, "seed_for", None)
+    return None if seed_for is None else int(seed_for(symbol))

@@ -51,7 +51,8 @@ from trainkit.store.contract import (
 from trainkit.store.flavor import MODEL_FILES, ModelBundle
 from trainkit.store.lease import Lease, LeaseManager
 from trainkit.store.model_store import ModelStore, default_store, load_bundle, load_model
-from trainkit.store.records import CachedModel, DataProvenance, is_stale, record_from_run
+from trainkit.provenance import DataProvenance
+from trainkit.store.records import CachedModel, is_stale, record_from_run
 from trainkit.store.runs import MlflowMetricsSink
 
 __all__ = [

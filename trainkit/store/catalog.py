@@ -10,6 +10,7 @@ nothing registered can be told apart, so nothing is deleted (``plan`` raises).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,6 +41,7 @@ from trainkit.store.contract import (
     check_registered_name,
     parse_model_uri,
     quote,
+    tag_spellings,
 )
 from trainkit.store.records import CachedModel, is_model_run, is_stale, record_from_run, served_order
 
@@ -69,7 +71,7 @@ class Catalog:
         exp = self._existing()
         if exp is None:
             return []
-        runs = self.conn.search([exp], f"tags.{TAG_HASH} = {quote(h)} and attributes.status = 'FINISHED'")
+        runs = self._search_tagged(exp, [(TAG_HASH, f"= {quote(h)}")], "attributes.status = 'FINISHED'")
         runs = sorted((r for r in runs if is_model_run(r) and not r.data.tags.get(TAG_BROKEN)), key=served_order)
         return [(record_from_run(r), r) for r in runs]
 
@@ -119,8 +121,8 @@ class Catalog:
         exp = self._existing()
         if exp is None:
             return []
-        sym = f" and tags.`{TAG_SYMBOL}` = {quote(validate_symbol(symbol))}" if symbol else ""
-        runs = self.conn.search([exp], f"tags.{TAG_HASH} LIKE '%' and attributes.status = 'FINISHED'{sym}")
+        sym = [(TAG_SYMBOL, f"= {quote(validate_symbol(symbol))}")] if symbol else []
+        runs = self._search_tagged(exp, [(TAG_HASH, "LIKE '%'"), *sym], "attributes.status = 'FINISHED'")
         try:
             registered = self.registered_index()
         except StoreError as exc:
@@ -134,7 +136,7 @@ class Catalog:
             if is_model_run(r)
         ]
         if include_training:
-            leases = self.conn.search([exp], f"tags.`{TAG_CLAIM}` LIKE '%' and attributes.status = 'RUNNING'{sym}")
+            leases = self._search_tagged(exp, [(TAG_CLAIM, "LIKE '%'"), *sym], "attributes.status = 'RUNNING'")
             out += [record_from_run(r, status=ModelStatus.TRAINING) for r in leases
                     if r.data.tags.get(TAG_VERSION) and not is_stale(r)]
         out.sort(key=lambda m: (m.created, m.run_id), reverse=True)
@@ -146,9 +148,20 @@ class Catalog:
         exp = self._existing()
         if exp is None:
             return []
-        runs = self.conn.search(
-            [exp], f"tags.`{TAG_SYMBOL}` = {quote(validate_symbol(symbol))} and attributes.status = 'FINISHED'")
+        runs = self._search_tagged(exp, [(TAG_SYMBOL, f"= {quote(validate_symbol(symbol))}")],
+                                   "attributes.status = 'FINISHED'")
         return [r for r in runs if is_model_run(r) and not r.data.tags.get(TAG_BROKEN)]
+
+    def _search_tagged(self, exp: str, clauses: list[tuple[str, str]], rest: str) -> list[Any]:
+        """Runs matching every ``(tag, condition)`` under any spelling the tag has had
+        (:data:`~trainkit.store.contract.LEGACY_TAGS`: one search per combination — one, until a
+        tag is renamed), newest first, each run once."""
+        seen: dict[str, Any] = {}
+        for names in itertools.product(*(tag_spellings(tag) for tag, _cond in clauses)):
+            where = " and ".join(f"tags.`{name}` {cond}" for name, (_tag, cond) in zip(names, clauses, strict=True))
+            for r in self.conn.search([exp], f"{where} and {rest}"):
+                seen.setdefault(r.info.run_id, r)
+        return sorted(seen.values(), key=lambda r: (r.info.start_time or 0, r.info.run_id), reverse=True)
 
     def mark_broken(self, run_id: str, reason: str) -> None:
         """Tag a run whose model failed verification: kept for inspection, never served."""

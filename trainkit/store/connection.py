@@ -30,6 +30,7 @@ from trainkit.errors import (
     ConfigError,
     ModelNotFoundError,
     ModelURIError,
+    NoStore,
     StoreError,
     TrackingServerUnreachable,
     TrainingInterrupted,
@@ -65,10 +66,24 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     return mlflow.get_tracking_uri()
 
 
-def prepare_tracking(tracking_uri: str) -> None:
+def store_exists(tracking_uri: str) -> bool:
+    """Is there a store at ``tracking_uri`` already? Only a sqlite file can be told apart
+    without asking anyone (a server or a database is there, or says it is not)."""
+    if not tracking_uri.startswith("sqlite:"):
+        return True
+    path = sqlite_path(tracking_uri)
+    return path is None or os.path.exists(path)
+
+
+def prepare_tracking(tracking_uri: str, *, create: bool = True) -> None:
     """Make a tracking URI safe to use from many processes, once per process (see the module
     docstring). Also keeps MLflow's "View run … at" lines off stdout, which belongs to the
-    user (``--json`` documents)."""
+    user (``--json`` documents). ``create=False`` (a read): a sqlite store that does not exist
+    is :class:`NoStore` — never created, migrated or locked — and one that exists is used as
+    it is (no lock file)."""
+    if not create and not store_exists(tracking_uri):
+        raise NoStore(f"no store at {tracking_uri}: nothing has been trained into it yet (train a model first, or "
+                      "point --tracking-uri / MLFLOW_TRACKING_URI at your store)")
     with _prep_lock:
         settings.MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.set_default("true")
         if is_remote(tracking_uri):
@@ -77,7 +92,7 @@ def prepare_tracking(tracking_uri: str) -> None:
             if tracking_uri not in _checked_servers:
                 check_health(tracking_uri)
                 _checked_servers.add(tracking_uri)
-        elif tracking_uri.startswith("sqlite:") and tracking_uri not in _prepared_sqlite:
+        elif create and tracking_uri.startswith("sqlite:") and tracking_uri not in _prepared_sqlite:
             migrate_sqlite_locked(tracking_uri)
             _prepared_sqlite.add(tracking_uri)
 
@@ -243,11 +258,11 @@ class Connection:
     """A prepared tracking store: its URI, one ``MlflowClient``, error translation, experiments
     by name (created on first use, restored if deleted) and paged run search."""
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
+    def __init__(self, tracking_uri: str | None = None, *, create: bool = True) -> None:
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        prepare_tracking(self.tracking_uri)
+        prepare_tracking(self.tracking_uri, create=create)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self._experiments: dict[str, str] = {}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Final, Literal
 
 from trainkit.errors import ConfigError, ModelURIError
@@ -53,6 +54,32 @@ CLAIM_STATE_TRAINING: Final = "training"
 # MLflow's own tags that trainkit writes
 TAG_NOTE: Final = "mlflow.note.content"  #: the run's description in the UI
 TAG_PARENT_RUN: Final = "mlflow.parentRunId"  #: nests a run under another in the UI
+
+# ----------------------------------------------------------------------------- renamed tags
+#: **The legacy-name convention.** A tag is never renamed in place: the new name becomes the
+#: TAG_* constant, and the old literal is kept here forever, current name -> the names older
+#: trainkit versions wrote (newest first), as MLflow keeps its ``LEGACY_*`` tag names
+#: (``mlflow/utils/mlflow_tags.py``). Readers see a run's tags through :func:`current_tags`
+#: and searches try every spelling (:func:`tag_spellings`), so a store written by an older
+#: trainkit keeps answering. ``tests/test_contract.py`` shows it on a real store.
+LEGACY_TAGS: dict[str, tuple[str, ...]] = {}
+
+
+def tag_spellings(name: str) -> tuple[str, ...]:
+    """Every name a tag has been written under: the current one first."""
+    return (name, *LEGACY_TAGS.get(name, ()))
+
+
+def current_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """A run's tags under their current names (a current tag wins over a legacy spelling)."""
+    out = dict(tags)
+    for name, olds in LEGACY_TAGS.items():
+        if name not in out:
+            old = next((o for o in olds if o in out), None)
+            if old is not None:
+                out[name] = out[old]
+    return out
+
 
 # ---------------------------------------------------------------------- tags of other runs
 # backtest runs (experiment trainkit-backtests); TAG_MODEL_URI, TAG_SYMBOL, TAG_SOURCE,

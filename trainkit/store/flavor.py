@@ -16,26 +16,27 @@ formulas and the training scaler it was trained with. Models logged before it ex
 only the first three files: trainkit itself never needs the fourth (:data:`LOAD_FILES`), and
 their pyfunc face is the file logged with them (observations → actions, as before).
 
-This module and :mod:`trainkit.agents` are the only ones that import stable-baselines3.
+This module and :mod:`trainkit.agents` are the only ones that use stable-baselines3; its classes
+come from the algorithm table (:mod:`trainkit.algorithms`), imported when a model is loaded or built.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trainkit.algorithms import algorithm_spec
 from trainkit.config import TrainConfig, file_sha256
-from trainkit.errors import ConfigError, IntegrityError
-from trainkit.hyperparams import ALGORITHM_DEFAULTS
+from trainkit.errors import IntegrityError
 from trainkit.store.contract import LOGGED_MODEL_TYPE, MODEL_NAME, TAG_HASH, TAG_MODEL_SHA, TAG_SYMBOL
+from trainkit.threads import one_torch_thread  # re-exported: callers import it from here
 
 #: artifact key -> file name: the files that make a trainkit model, and nothing else
 MODEL_FILES: dict[str, str] = {
@@ -56,42 +57,22 @@ _REQUIREMENTS = ("mlflow", "stable-baselines3", "torch", "numpy", "gymnasium", "
 
 
 def trainkit_version() -> str:
-    from trainkit import __version__
+    from trainkit.version import __version__
 
     return __version__
 
 
 # ---------------------------------------------------------------------------- SB3 objects
 def sb3_class(algo: str) -> Any:
-    """The stable-baselines3 class of ``algo`` (``ppo`` → ``PPO``)."""
-    name = str(algo).lower()
-    if name not in ALGORITHM_DEFAULTS:
-        raise ConfigError(f"unknown algorithm {algo!r}: choose one of {', '.join(ALGORITHM_DEFAULTS)}")
-    import stable_baselines3
-
-    return getattr(stable_baselines3, name.upper())
+    """The stable-baselines3 class of ``algo`` (``ppo`` → ``PPO``): its row's, in the
+    algorithm table (:mod:`trainkit.algorithms`); :class:`ConfigError` if unknown."""
+    return algorithm_spec(algo).model_class()
 
 
 def save_policy(model: Any, path: str) -> None:
     """Write the SB3 zip to exactly ``path`` (SB3 would append ``.zip`` to a bare name)."""
     with open(path, "wb") as fh:
         model.save(fh)
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """SB3 rebuilds (and orthogonally initialises) the policy before loading its weights;
-    with several torch threads on a busy machine those tiny QR decompositions wait on each
-    other (measured: ~550 ms median vs ~18 ms with one thread on 2 loaded cores). A cache hit
-    must not pay that."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def load_policy(path: str, algo: str) -> Any:
@@ -103,16 +84,17 @@ def load_policy(path: str, algo: str) -> Any:
 
 
 # ---------------------------------------------------------------------------- save / log
-def save_model(dst: str, *, policy_zip: str, config: TrainConfig, feature_spec: Mapping[str, Any],
+def save_model(model: Any, dst: str, *, config: TrainConfig, feature_spec: Mapping[str, Any],
                provenance: Any, obs_dim: int) -> dict[str, str]:
-    """Write the files of :data:`MODEL_FILES` into directory ``dst``; returns key → path."""
+    """Write the files of :data:`MODEL_FILES` for the live SB3 ``model`` into directory ``dst``
+    (as MLflow's own flavors take the live model: the format is this module's business, never
+    the caller's); returns key → path."""
     paths = {key: os.path.join(dst, name) for key, name in MODEL_FILES.items()}
-    if os.path.abspath(policy_zip) != os.path.abspath(paths["policy"]):
-        shutil.copyfile(policy_zip, paths["policy"])
+    save_policy(model, paths["policy"])
     with open(paths["config"], "w") as fh:
         json.dump({**config.to_dict(), "config_hash": config.config_hash, "trainkit_version": trainkit_version()},
                   fh, indent=2, sort_keys=True)
-    data = dataclasses.asdict(provenance) if dataclasses.is_dataclass(provenance) else dict(provenance)
+    data = provenance.to_dict() if hasattr(provenance, "to_dict") else dict(provenance)
     with open(paths["feature_spec"], "w") as fh:
         json.dump({**feature_spec, "obs_dim": obs_dim, "data": data}, fh, indent=2, sort_keys=True)
     if "signals" in paths:

@@ -9,12 +9,14 @@ import tempfile
 from typing import Any
 
 from trainkit.config import TrainConfig
+from trainkit.store import contract as C
 from trainkit.store import flavor, runs
 from trainkit.store.catalog import Accept, Catalog
 from trainkit.store.connection import Connection, resolve_tracking_uri
 from trainkit.store.contract import DEFAULT_EXPERIMENT
 from trainkit.store.lease import Lease, LeaseManager
-from trainkit.store.records import CachedModel, DataProvenance
+from trainkit.provenance import DataProvenance
+from trainkit.store.records import CachedModel
 
 
 class ModelStore:
@@ -23,8 +25,9 @@ class ModelStore:
     ``catalog`` (find, list, delete, registry, URIs) and ``leases`` (who trains what) are its
     parts; the methods here are the operations the manager, backtests and the CLI use."""
 
-    def __init__(self, tracking_uri: str | None = None, experiment_name: str = DEFAULT_EXPERIMENT) -> None:
-        self.conn = Connection(tracking_uri)
+    def __init__(self, tracking_uri: str | None = None, experiment_name: str = DEFAULT_EXPERIMENT, *,
+                 create: bool = True) -> None:
+        self.conn = Connection(tracking_uri, create=create)
         self.tracking_uri = self.conn.tracking_uri
         self.client = self.conn.client
         self.experiment_name = experiment_name
@@ -102,6 +105,39 @@ class ModelStore:
         with self.errors("reading a run"):
             return self.client.get_run(run_id)
 
+    # ---- `mlflow run`: the project run MLflow made for this process
+    def can_train_into(self, run_id: str) -> bool:
+        """A miss trains into ``mlflow run``'s project run when that run is in the cache
+        experiment and holds no model or lease yet (a multi-symbol project run holds one model;
+        the other symbols get runs of their own). See docs/ARCHITECTURE.md, *`mlflow run`*."""
+        run = self.get_run(run_id)
+        tags = run.data.tags
+        return (
+            run.info.experiment_id == self.experiment_id
+            and run.info.status == "RUNNING"
+            and not any(tags.get(t) for t in (C.TAG_HASH, C.TAG_CLAIM, C.TAG_MODEL_ID))
+        )
+
+    def note_project_run(self, project_run_id: str, record: CachedModel, *, cache_hit: bool) -> None:
+        """Say in ``mlflow run``'s project run which cached run served it — unless the model was
+        trained into it, or it holds a model of its own (trained into it for another symbol).
+        A run without a model never carries ``config_hash``."""
+        if project_run_id == record.run_id or self.get_run(project_run_id).data.tags.get(C.TAG_MODEL_ID):
+            return
+        self.tag_run(project_run_id, {
+            C.TAG_MODEL_URI: record.model_uri,
+            C.TAG_MODEL_RUN_ID: record.run_id,
+            C.TAG_CACHE_HIT: "true" if cache_hit else "false",
+            C.TAG_SYMBOL: record.symbol,
+        })
+
+    def note_backtest(self, project_run_id: str, result: Any) -> None:
+        """Under ``mlflow run -e backtest``: say in the project run where the backtest is."""
+        self.tag_run(project_run_id, {
+            C.TAG_BACKTEST_RUN_ID: result.run_id, C.TAG_MODEL_URI: result.model_uri,
+            C.TAG_SOURCE_RUN_ID: result.source_run_id, C.TAG_SYMBOL: result.symbol,
+        })
+
     # ---- loading
     def fetch_model_files(self, uri: str, dst: str, run: Any = None) -> tuple[dict[str, str], Any, Any, str | None]:
         """Download the files of a model into ``dst`` and verify the policy's sha256 against
@@ -113,6 +149,13 @@ class ModelStore:
         paths = flavor.download_model(self.conn, lm, uri, dst)
         flavor.verify(paths, expected, uri)
         return paths, run, lm, label
+
+    def verify(self, uri: str, run: Any = None) -> None:
+        """Check the model at ``uri`` is there and its bytes are the ones recorded, without
+        deserialising it (no torch, no stable-baselines3): what a caller that only reports a
+        cache hit needs. :class:`IntegrityError` / :class:`ModelNotFoundError` as a load would."""
+        with tempfile.TemporaryDirectory(prefix="trainkit-verify-") as tmp:
+            self.fetch_model_files(uri, tmp, run=run)
 
     def load_bundle(self, uri: str, run: Any = None) -> flavor.ModelBundle:
         """The verified model at ``uri`` with its config and feature spec."""
@@ -128,10 +171,12 @@ _stores: dict[tuple[str, str], ModelStore] = {}
 
 
 def default_store(tracking_uri: str | None = None, experiment_name: str = DEFAULT_EXPERIMENT) -> ModelStore:
-    """One :class:`ModelStore` per (tracking URI, experiment) in this process."""
+    """One :class:`ModelStore` per (tracking URI, experiment) in this process, for work on
+    models that exist (load, backtest, signal): it never creates a store
+    (:class:`~trainkit.errors.NoStore` when there is none)."""
     key = (resolve_tracking_uri(tracking_uri), experiment_name)
     if key not in _stores:
-        _stores[key] = ModelStore(*key)
+        _stores[key] = ModelStore(*key, create=False)
     return _stores[key]
 
 

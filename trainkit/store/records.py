@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainkit import settings
+from trainkit.sources import can_fall_back
 from trainkit.store.contract import (
     CLAIM_STATE_TRAINING,
+    current_tags,
     PARAM_ALGO,
     PARAM_DATA_SEED,
     PARAM_DATA_SOURCE,
@@ -71,7 +73,7 @@ class CachedModel:
     @property
     def fell_back(self) -> bool:
         return bool(self.fallback_reason) or (
-            self.data_source_effective not in ("", self.data_source) and not self.data_source.startswith("csv")
+            self.data_source_effective not in ("", self.data_source) and can_fall_back(self.data_source)
         )
 
     @property
@@ -83,17 +85,6 @@ class CachedModel:
         d["registered"] = list(self.registered)
         d["fell_back"] = self.fell_back
         return d
-
-
-@dataclass(frozen=True)
-class DataProvenance:
-    """What a model was actually trained on: the source asked for, the source that delivered,
-    why they differ, and the sha256 of the prices (see :class:`trainkit.data.FetchResult`)."""
-
-    requested_source: str
-    effective_source: str
-    fallback_reason: str | None
-    digest: str
 
 
 def _iso(ms: int | None) -> str:
@@ -109,7 +100,7 @@ def _int_or_none(v: str | None) -> int | None:
 
 def model_status(run: Any) -> str:
     """The :class:`ModelStatus` of a FINISHED model run (broken beats fallback beats ready)."""
-    tags = run.data.tags
+    tags = current_tags(run.data.tags)
     if tags.get(TAG_BROKEN):
         return ModelStatus.BROKEN
     if tags.get(TAG_FALLBACK_REASON):
@@ -119,7 +110,7 @@ def model_status(run: Any) -> str:
 
 def record_from_run(run: Any, status: str | None = None, registered: tuple[str, ...] = ()) -> CachedModel:
     """The :class:`CachedModel` a run describes (a model run, or a lease with ``status``)."""
-    tags, params = run.data.tags, run.data.params
+    tags, params = current_tags(run.data.tags), run.data.params
     return CachedModel(
         run_id=run.info.run_id,
         model_uri=run_model_uri(run.info.run_id),
@@ -146,19 +137,20 @@ def record_from_run(run: Any, status: str | None = None, registered: tuple[str, 
 def is_model_run(run: Any) -> bool:
     """A run trainkit published a model in — not another tool's run that happens to use a
     ``config_hash`` tag too (``clear`` must never touch those)."""
-    tags = run.data.tags
+    tags = current_tags(run.data.tags)
     return is_config_hash(tags.get(TAG_HASH, "")) and bool(tags.get(TAG_MODEL_SHA)) and bool(tags.get(TAG_VERSION))
 
 
 def is_lease_run(run: Any) -> bool:
     """A lease trainkit created (another tool's run with a look-alike tag is not one)."""
-    return bool(run.data.tags.get(TAG_CLAIM)) and bool(run.data.tags.get(TAG_VERSION))
+    tags = current_tags(run.data.tags)
+    return bool(tags.get(TAG_CLAIM)) and bool(tags.get(TAG_VERSION))
 
 
 def served_order(run: Any) -> tuple:
     """Which FINISHED run answers a hash when several do: one trained on the requested source
     beats a fallback one, then the newest, then the run id — deterministic everywhere."""
-    fallback = 1 if run.data.tags.get(TAG_FALLBACK_REASON) else 0
+    fallback = 1 if current_tags(run.data.tags).get(TAG_FALLBACK_REASON) else 0
     return (fallback, -(run.info.start_time or 0), run.info.run_id)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from trainkit.config import TrainConfig
 from trainkit.errors import TrainingInterrupted
+from trainkit.sources import parse_data_source, source_spec
 from trainkit.store import flavor
 from trainkit.store.connection import dataset_entity, local_dataset_source
 from trainkit.store.contract import (
@@ -37,7 +38,8 @@ from trainkit.store.contract import (
     RequestStatus,
     run_model_uri,
 )
-from trainkit.store.records import CachedModel, DataProvenance, record_from_run
+from trainkit.provenance import DataProvenance
+from trainkit.store.records import CachedModel, record_from_run
 
 log = logging.getLogger("trainkit")
 
@@ -185,10 +187,10 @@ def create_training_run(conn: Any, experiment_id: str, config: TrainConfig, prov
     return run.info.run_id, int(run.info.start_time or 0), bool(project_run_id)
 
 
-def publish(conn: Any, experiment_id: str, lease: Any, config: TrainConfig, *, policy_zip: str,
+def publish(conn: Any, experiment_id: str, lease: Any, config: TrainConfig, *, model: Any,
             feature_spec: dict[str, Any], provenance: DataProvenance, obs_dim: int, frame: Any = None,
             metrics: dict[str, float] | None = None) -> CachedModel | None:
-    """Log the model under ``model``, then tag the run with ``config_hash`` and mark it
+    """Log the live SB3 ``model`` (the flavor writes its files) under ``model``, then tag the run with ``config_hash`` and mark it
     FINISHED — in that order, so nothing unfinished is ever served — then drop the lease tags.
 
     Every step is retried while the tracking server does not answer (``TRAINKIT_SERVER_RETRY_S``:
@@ -199,7 +201,7 @@ def publish(conn: Any, experiment_id: str, lease: Any, config: TrainConfig, *, p
     if not conn.retrying("checking the training lease", lease.is_holder):
         return None
     with tempfile.TemporaryDirectory(prefix="trainkit-publish-") as tmp:
-        files = flavor.save_model(tmp, policy_zip=policy_zip, config=config, feature_spec=feature_spec,
+        files = flavor.save_model(model, tmp, config=config, feature_spec=feature_spec,
                                   provenance=provenance, obs_dim=obs_dim)
         if frame is not None:
             conn.retrying("logging the training data", lambda: log_dataset(conn, run_id, config, provenance, frame))
@@ -244,7 +246,7 @@ def log_dataset(conn: Any, run_id: str, config: TrainConfig, provenance: DataPro
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.entities import DatasetInput, InputTag
 
-    kind = provenance.effective_source.split(":", 1)[0]
+    kind, _ = parse_data_source(provenance.effective_source)
     name = f"{config.symbol} {config.train_start}..{config.train_end} ({kind})"
     ds = from_pandas(frame.reset_index(), source=dataset_source(config, provenance), name=name[:500],
                      digest=provenance.digest[:32])
@@ -254,18 +256,25 @@ def log_dataset(conn: Any, run_id: str, config: TrainConfig, provenance: DataPro
 
 
 def dataset_source(config: TrainConfig, provenance: DataProvenance) -> Any:
-    """An explicit MLflow dataset source (a bare string is ambiguous to MLflow)."""
+    """An explicit MLflow dataset source (a bare string is ambiguous to MLflow), of the kind the
+    delivering source's registry row names (:attr:`~trainkit.sources.SourceSpec.dataset`):
+    ``http`` a URL, ``local`` a file (tags naming it when MLflow has no local source), ``code``
+    tags."""
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
-    kind, _, path = provenance.effective_source.partition(":")
-    if kind == "csv":
-        return local_dataset_source(path) or CodeDatasetSource(tags={"csv": path, "symbol": config.symbol})
-    if kind == "yfinance":
+    kind, path = parse_data_source(provenance.effective_source)
+    describe = source_spec(kind).dataset
+    if describe is None:
+        return CodeDatasetSource(tags={"source": provenance.effective_source, "symbol": config.symbol})
+    source_type, fields = describe(config.symbol, path, config.data_seed)
+    if source_type == "http":
         from mlflow.data.http_dataset_source import HTTPDatasetSource
 
-        return HTTPDatasetSource(f"https://finance.yahoo.com/quote/{config.symbol}/history")
-    return CodeDatasetSource(tags={"generator": "trainkit.data.synthetic", "symbol": config.symbol,
-                                   "data_seed": str(config.data_seed)})
+        return HTTPDatasetSource(fields["url"])
+    if source_type == "local":
+        tags = {kind: fields["path"], **{k: v for k, v in fields.items() if k != "path"}}
+        return local_dataset_source(fields["path"]) or CodeDatasetSource(tags=tags)
+    return CodeDatasetSource(tags=fields)
 
 
 def description(config: TrainConfig, provenance: DataProvenance, model_id: str) -> str:

@@ -1,0 +1,135 @@
+"""A walk-forward in MLflow (:mod:`trainkit.store.evaluations` does the writing): one parent
+run per symbol in experiment ``trainkit-walkforward`` — params, aggregate metrics, a markdown
+description, ``equity_curve.png``, ``folds.csv``, ``equity.csv`` — with a nested child run per
+fold and seed pointing at its cached backtest. Each fold's out-of-sample metrics are also
+logged against its LoggedModel. Written only for a result no identical walk-forward has logged
+(the caller checks :func:`~trainkit.store.evaluations.find_walkforward` first)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from trainkit.store import ModelStore
+    from trainkit.walkforward.result import WalkForward
+
+__all__ = ["log_parent_run", "plot"]
+
+
+def log_parent_run(store: ModelStore, wf: WalkForward, stitched: pd.DataFrame) -> str:
+    """Log ``wf`` as a parent run with its fold children and return the parent's id
+    (``stitched``: the frame of :func:`~trainkit.walkforward.stitch.aggregate`, as ``equity.csv``)."""
+    import pandas as pd
+
+    from trainkit.store import contract as C
+    from trainkit.store.evaluations import FoldRun, WalkForwardRun, log_walkforward
+    from trainkit.version import __version__
+
+    plan = wf.plan
+    many = len(plan.seeds) > 1
+    fold_runs = []
+    rows = []
+    for f in wf.folds:
+        bt = f.backtest
+        tags = {
+            C.TAG_SYMBOL: plan.symbol, C.TAG_MODEL_URI: f.model_uri, C.TAG_SOURCE_RUN_ID: f.training_run_id,
+            C.TAG_SOURCE_CONFIG_HASH: f.config_hash, C.TAG_BACKTEST_KEY: f.backtest_key,
+            C.TAG_BACKTEST_RUN_ID: bt.run_id or "", C.TAG_VERSION: __version__,
+        }
+        if f.model_id:
+            tags[C.TAG_MODEL_ID] = f.model_id
+        params = dict(zip(C.FOLD_PARAMS, (
+            str(f.index), str(f.seed), f.train_start, f.train_end, f.test_start, f.test_end, bt.first_day,
+            bt.last_day, str(bt.n_days), f.model_uri, f.config_hash, f.status,
+        ), strict=True))
+        fold_runs.append(FoldRun(
+            run_name=f"{plan.symbol}-fold{f.index:02d}" + (f"-seed{f.seed}" if many else ""), params=params,
+            tags=tags, metrics=dict(f.metrics), model_id=f.model_id,
+            dataset_name=f"{plan.symbol} {f.test_start}..{f.test_end} (out of sample)",
+            dataset_digest=(bt.data_digest or "")[:32] or None,
+        ))
+        rows.append({**params, "backtest_run_id": bt.run_id, **f.metrics})
+    tags = {
+        C.TAG_SYMBOL: plan.symbol, C.TAG_VERSION: __version__, C.TAG_WALKFORWARD_KEY: wf.key,
+        C.TAG_SOURCE: plan.base.data_source, C.TAG_SOURCE_EFFECTIVE: plan.data_source_effective,
+        C.TAG_NOTE: _description(wf),
+    }
+    with tempfile.TemporaryDirectory(prefix="trainkit-walkforward-") as tmp:
+        folds_csv = os.path.join(tmp, "folds.csv")
+        pd.DataFrame(rows).to_csv(folds_csv, index=False)
+        equity_csv = os.path.join(tmp, "equity.csv")
+        out = stitched.copy()
+        out["date"] = [str(pd.Timestamp(x).date()) for x in out["date"]]
+        out.to_csv(equity_csv, index=False)
+        png = os.path.join(tmp, "equity_curve.png")
+        plot(wf, png)
+        return log_walkforward(store, WalkForwardRun(
+            run_name=f"{plan.symbol}-walkforward-{plan.anchor}..{plan.end}-{wf.key[:8]}", params=plan.params(),
+            tags=tags, metrics=wf.metrics, folds=fold_runs,
+            artifacts={"equity_curve.png": png, "folds.csv": folds_csv, "equity.csv": equity_csv},
+        ))
+
+
+def _description(wf: WalkForward) -> str:
+    """The parent run's note (``mlflow.note.content``): the result in a few lines, readable in
+    the MLflow UI without opening an artifact."""
+    p, m = wf.plan, wf.metrics
+    lines = [
+        (f"### Walk-forward of {p.symbol} ({p.base.algo.upper()}), {len(p.windows)} folds, {p.mode} "
+         f"{p.train_window} train / {p.test_window} test, embargo {p.embargo}, seeds {', '.join(map(str, p.seeds))}"),
+        "",
+        (f"* out of sample {wf.equity.index[0].date()} → {wf.equity.index[-1].date()}: total return "
+         f"**{m['total_return']:+.2%}** vs buy-and-hold {m['buy_and_hold_return']:+.2%}; Sharpe {m['sharpe']:.2f}, "
+         f"max drawdown {m['max_drawdown']:.2%}"),
+        (f"* fold Sharpe mean {m['fold_sharpe_mean']:.2f}, median {m['fold_sharpe_median']:.2f}, min "
+         f"{m['fold_sharpe_min']:.2f}; {m['folds_beating_buy_and_hold']:.0%} of folds beat buy-and-hold"),
+    ]
+    if len(p.seeds) > 1:
+        lines.append(f"* across seeds: Sharpe {m['seed_sharpe_min']:.2f} … {m['seed_sharpe_max']:.2f} "
+                     f"(std {m['seed_sharpe_std']:.2f})")
+    lines += [f"* ⚠ {w}" for w in p.warnings]
+    return "\n".join(lines)
+
+
+def plot(wf: WalkForward, path: str) -> None:
+    """``equity_curve.png``: the stitched strategy vs buy-and-hold (each seed faintly when there
+    are several), fold boundaries as dotted lines, and the drawdowns below (Agg, no pyplot)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from trainkit.metrics import plot_drawdowns
+
+    p, m = wf.plan, wf.metrics
+    dates = wf.equity.index.to_numpy()
+    fig = Figure(figsize=(11, 6.5), dpi=100)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    if len(p.seeds) > 1:
+        for i, s in enumerate(p.seeds):
+            top.plot(dates, wf.seed_equity[s].to_numpy(), color="tab:blue", lw=0.6, alpha=0.35,
+                     label="each seed" if i == 0 else None)
+    top.plot(dates, wf.equity.to_numpy(), color="tab:blue", lw=1.5,
+             label=f"strategy, out of sample ({m['total_return']:+.1%}, Sharpe {m['sharpe']:.2f})")
+    top.plot(dates, wf.buy_and_hold.to_numpy(), color="tab:gray", lw=1.0,
+             label=f"buy and hold ({m['buy_and_hold_return']:+.1%})")
+    top.axhline(1.0, color="black", lw=0.5, alpha=0.5)
+    starts = sorted({f.backtest.first_day for f in wf.folds})
+    for i, d in enumerate(starts):
+        for ax in (top, bottom):
+            ax.axvline(np.datetime64(d), color="tab:green", lw=0.7, ls=":", alpha=0.8,
+                       label="fold start" if (i == 0 and ax is top) else None)
+    top.set_ylabel("equity (start = 1)")
+    seeds = f", seeds {','.join(map(str, p.seeds))}" if len(p.seeds) > 1 else ""
+    top.set_title(f"{p.symbol} walk-forward: {len(p.windows)} folds, {p.mode} {p.train_window} train / "
+                  f"{p.test_window} test{seeds}", fontsize=10)
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    plot_drawdowns(bottom, dates, wf.equity.to_numpy(), wf.buy_and_hold.to_numpy())
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
