@@ -1,11 +1,12 @@
 # Two commands matter: `make train` and `make test`. Both create .venv on first use.
+SHELL  := /bin/bash
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 SYMBOL ?= AAPL
 
-.PHONY: install train test test-fast bench calibrate check-lock clean-store
+.PHONY: install train test test-fast bench calibrate check-lock readme-output clean-store
 
 install: $(STAMP)
 
@@ -37,6 +38,13 @@ bench: install
 
 calibrate: install
 	$(PY) bench/calibrate.py
+
+# the README's output blocks, from real runs: the suite (as make test runs it) and make train twice
+readme-output: install
+	TRAINKIT_README_OUTPUT=1 $(PY) -m pytest 2>&1 | tee .pytest-output.log; test $${PIPESTATUS[0]} -eq 0
+	$(PY) tools/readme_output.py test .pytest-output.log
+	$(PY) tools/readme_output.py train
+	rm -f .pytest-output.log
 
 # every pin of requirements.lock resolves with pip's stock configuration (as on a user's machine)
 check-lock:

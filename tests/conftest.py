@@ -33,6 +33,23 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+#: **What `slow` means.** A test is slow when it trains a model, starts a server, a cluster or a
+#: database, or runs trainkit (or MLflow) in a subprocess. The test files below hold only fast
+#: tests (in-process, pure or on small frames), except those marked ``slow`` one by one; every
+#: test of every other file is marked ``slow`` here, so a new file starts out slow and
+#: ``make test-fast`` (``-m "not slow"``, a couple of minutes) stays fast. ``make test`` runs all.
+FAST_FILES = frozenset({
+    "test_architecture.py", "test_contract.py", "test_data.py", "test_env.py", "test_features.py",
+    "test_registries.py", "test_windows.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name not in FAST_FILES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def closed_yahoo_proxy():
     """``http://127.0.0.1:<port>`` where nothing listens, for the whole session, set as

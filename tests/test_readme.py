@@ -22,7 +22,7 @@ from support import FAST, FAST_CLI, PYTHON, REPO
 from test_cli import cli, store  # noqa: F401  (fixtures)
 
 README = REPO / "README.md"
-_FENCE = re.compile(r"(?P<before>(?:^<!--(?P<note>.*?)-->\n)?)^```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M)
+_FENCE = re.compile(r"(?P<before>(?:^<!--(?P<note>[^\n]*?)-->\n)?)^```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M)
 
 #: bash: `trainkit train …` gets small timesteps (and small PPO batches) appended
 BASH_PREAMBLE = f"""set -euo pipefail
@@ -144,3 +144,22 @@ def test_cli_against_a_shared_tracking_server(cli, server_uri):  # noqa: F811
     assert [r.info.run_id for r in runs] == [first.json[0]["run_id"]]
     purge = cli(*args, "clear", "--purge", "--yes")
     assert purge.code == 1 and "mlflow gc" in purge.err  # as the README says: the server's admin purges
+
+
+@pytest.mark.slow
+def test_the_make_test_output_is_the_suites() -> None:
+    """The README's make-test block comes from a real run (tools/readme_output.py): its counts
+    are the suite's as it is now, so a test added without regenerating it fails here."""
+    if os.environ.get("TRAINKIT_README_OUTPUT"):
+        pytest.skip("make readme-output is running the suite to write this block")
+    block = re.search(r"<!-- output: make-test.*?```console\n(.*?)```", README.read_text(), re.S)
+    assert block, "README.md has no make-test output block"
+    text = block.group(1)
+    collected = int(re.search(r"collected (\d+) items", text).group(1))
+    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|skipped|failed|errors?)", text.splitlines()[-1])}
+    assert counts.get("failed", 0) == 0 and sum(counts.values()) == collected, text.splitlines()[-1]
+    res = subprocess.run([PYTHON, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    now = int(re.search(r"(\d+) tests? collected", res.stdout).group(1))
+    assert collected == now, (f"README.md's make test output says {collected} items; the suite has {now}: "
+                              "run `make readme-output`")

@@ -117,6 +117,12 @@ def explain(cache: ModelCache, config: TrainConfig, *, no_fallback: bool = False
                        nearest=tuple(near), data_changed=changed)
 
 
+def nothing_stored(config: TrainConfig, why: str) -> Explanation:
+    """The explanation when there is no store at all (``why``: "no store at …"): nothing
+    answers, nothing is near; a read does not create the store to find that out."""
+    return Explanation(config=config, answer=None, note=why, not_served=(), nearest=())
+
+
 def _source_cached_locally(config: TrainConfig) -> bool:
     """Would the requested source answer, as far as can be told offline (the download cache)?"""
     from trainkit.data import cached_digest

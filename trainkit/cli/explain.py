@@ -34,10 +34,17 @@ def explain(settings: Settings, force: bool, register: bool, workers: int, execu
     options that only change how train runs are ignored). Reads the tracking store and the
     local download cache only: never the network, never writes.
     """
+    from trainkit.errors import NoStore
+    from trainkit.explain import nothing_stored
+
     configs = configs_from(opts)
     with stdout_for(opts["json_mode"]) as out:
-        manager = settings.manager()
-        explanations = [manager.explain(c, no_fallback=opts["no_fallback"]) for c in configs]
+        try:
+            manager = settings.manager(create=False)
+        except NoStore as exc:  # a read creates no store: nothing answers any request there
+            explanations = [nothing_stored(c, str(exc)) for c in configs]
+        else:
+            explanations = [manager.explain(c, no_fallback=opts["no_fallback"]) for c in configs]
         if opts["json_mode"]:
             emit_json(out, [e.to_dict() for e in explanations])
             return

@@ -38,12 +38,14 @@ class Settings:
     experiment: str = "trainkit"
     verbose: int = 0
 
-    def manager(self) -> TrainingManager:
+    def manager(self, *, create: bool = True) -> TrainingManager:
         """The API every command is a thin layer over, on the store the global options name
-        (imported here, when a command runs: never for ``--help``)."""
+        (imported here, when a command runs: never for ``--help``). ``create=False`` for the
+        read paths: a store that does not exist is :class:`~trainkit.errors.NoStore`, never
+        created (docs/ARCHITECTURE.md, *Read paths write nothing*)."""
         from trainkit.manager import TrainingManager
 
-        return TrainingManager(self.tracking_uri, self.experiment)
+        return TrainingManager(self.tracking_uri, self.experiment, create=create)
 
 
 #: the global options of the current run: the shell reads ``verbose`` after click has returned

@@ -18,13 +18,20 @@ __all__ = ["list_"]
 @click.pass_obj
 def list_(settings: Settings, symbol: str | None, json_mode: bool) -> None:
     """List cached models (and trainings in progress), newest first."""
+    from trainkit.errors import NoStore
+
     with stdout_for(json_mode) as out:
-        models = settings.manager().list_cached_models(symbol=symbol)
+        try:
+            models = settings.manager(create=False).list_cached_models(symbol=symbol)
+        except NoStore as exc:  # a read creates no store: nothing is cached there
+            models, where_not = [], f" ({str(exc).split(': ', 1)[0]})"
+        else:
+            where_not = f" in experiment {settings.experiment!r}"
         if json_mode:
             emit_json(out, [m.to_dict() for m in models])
             return
         if not models:
             where = f" for {symbol}" if symbol else ""
-            out.write(f"no cached models{where} in experiment {settings.experiment!r}\n")
+            out.write(f"no cached models{where}{where_not}\n")
             return
         print_models(out, models, title=None)

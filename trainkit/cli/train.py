@@ -66,10 +66,10 @@ def train(settings: Settings, force: bool, register: bool, workers: int, executo
     symbols, json_mode, no_fallback = opts["symbols"], opts["json_mode"], opts["no_fallback"]
 
     with stdout_for(json_mode) as out:
-        manager = settings.manager()
         if dry_run:
-            _dry_run(manager, configs, out, json_mode)
+            _dry_run(settings, configs, out, json_mode)
             return
+        manager = settings.manager()
 
         project_run_id = env_settings.MLFLOW_RUN_ID.get()
         if project_run_id and len(symbols) > 1:
@@ -90,13 +90,15 @@ def train(settings: Settings, force: bool, register: bool, workers: int, executo
 
         if project_run_id:  # `mlflow run`: one symbol, in this process, recorded in the project run
             try:
-                res = manager.get_config(configs[0], force=force, no_fallback=no_fallback, project_run_id=project_run_id)
+                res = manager.get_config(configs[0], force=force, no_fallback=no_fallback, project_run_id=project_run_id,
+                                         load=False)
                 report(result_row(res), EXIT_OK)
             except TrainkitError as exc:
                 report(error_row(configs[0].symbol, exc, settings.verbose), exc.exit_code)
         else:
             requests = [ModelRequest(c, force=force, no_fallback=no_fallback) for c in configs]
-            with contextlib.closing(manager.iter_models(requests, runner)) as outcomes:  # Ctrl-C: cancelled at once
+            # load=False: a hit is verified (sha256) and reported, never deserialised (no torch)
+            with contextlib.closing(manager.iter_models(requests, runner, load=False)) as outcomes:  # Ctrl-C: cancelled at once
                 for outcome in outcomes:
                     if outcome.result is not None:
                         report(result_row(outcome.result), EXIT_OK)
@@ -111,10 +113,16 @@ def train(settings: Settings, force: bool, register: bool, workers: int, executo
         raise click.exceptions.Exit(max(codes))
 
 
-def _dry_run(manager: Any, configs: list[TrainConfig], out: TextIO, json_mode: bool) -> None:
+def _dry_run(settings: Settings, configs: list[TrainConfig], out: TextIO, json_mode: bool) -> None:
+    from trainkit.errors import NoStore
+
+    try:
+        manager: Any = settings.manager(create=False)
+    except NoStore:  # a read creates no store: nothing is cached there
+        manager = None
     rows = []
     for c in configs:
-        rec = manager.lookup(c)  # reads only: a dry run creates no experiment
+        rec = manager.lookup(c) if manager is not None else None  # reads only: creates no experiment either
         rows.append({
             "symbol": c.symbol, "config_hash": c.config_hash, "cached": rec is not None,
             "model_uri": rec.model_uri if rec else None, "run_id": rec.run_id if rec else None,
