@@ -1,6 +1,6 @@
 """Read paths write nothing (docs/ARCHITECTURE.md, *Read paths write nothing*): on a tracking
-URI whose sqlite file does not exist, `list`, `explain`, `train --dry-run`, `signal` and
-`backtest` answer ("no store at …", an empty list, exit 1 where a model was named) and leave
+URI whose sqlite file does not exist, `list`, `explain`, `train --dry-run`, `walkforward
+--dry-run`, `clear`, `register`, `signal` and `backtest` answer ("no store at …", an empty list, exit 1 where a model was named) and leave
 the directory exactly as it was — no database, no lock file, no `mlruns`, no experiment. And a
 cache hit of `train` answers without importing torch or stable-baselines3: it verifies the
 model's sha256 and prints."""
@@ -34,6 +34,10 @@ def missing(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     (["list", "--json"], 0, "[]"),
     (["explain", "--symbols", "NEW", "--data-source", "synthetic"], 0, "no store at sqlite:///"),
     (["train", "--symbols", "NEW", "--data-source", "synthetic", "--dry-run", "--json"], 0, '"cached": false'),
+    (["walkforward", "--symbols", "NEW", "--start", "2014-01-01", "--end", "2018-12-31", "--data-source", "synthetic",
+      "--dry-run", "--json"], 0, '"would_train": '),
+    (["clear", "--symbol", "NEW", "--yes"], 0, "nothing to remove"),
+    (["register", "--model-uri", MODEL], 1, "no store at sqlite:///"),
     (["signal", "--model-uri", MODEL], 1, "no store at sqlite:///"),
     (["backtest", "--model-uri", MODEL, "--start", "2023-01-01", "--end", "2023-06-30"], 1, "no store at sqlite:///"),
 ])

@@ -112,14 +112,19 @@ class TrainingManager(ModelCache):
 
         remote = executor is not None and not executor.in_process
         work = partial(outcome, progress=False, load=False) if remote else partial(outcome, progress=progress, load=load)
-        for request, value in fan_out(self, executor, work, requests):
-            yield value if isinstance(value, ModelOutcome) else ModelOutcome(request, error=value)
+        stream = fan_out(self, executor, work, requests)
+        try:
+            for request, value in stream:
+                yield value if isinstance(value, ModelOutcome) else ModelOutcome(request, error=value)
+        finally:
+            stream.close()  # stopped early (Ctrl-C in the caller, an error): the executor cancels its work now
 
     def get_models(self, requests: Sequence[ModelRequest], executor: Any = None, *, load: bool = True) -> list[ModelOutcome]:
         """:meth:`iter_models`, collected in request order; with ``load``, results from other
         processes get their model loaded here (a verified cache hit, ~20 ms each)."""
-        done = list(self.iter_models(requests, executor))
-        out = [next(o for o in done if o.request == r) for r in requests]
+        done = list(self.iter_models(requests, executor, load=load))
+        by_id = {id(o.request): o for o in done}  # in process: the caller's own request objects
+        out = [by_id.get(id(r)) or next(o for o in done if o.request == r) for r in requests]
         if load:
             out = [
                 dataclasses.replace(o, result=dataclasses.replace(o.result, model=self.store.load_bundle(o.result.model_uri).model))

@@ -147,10 +147,11 @@ def _hyperparameter(item: str) -> tuple[str, str]:
 
 
 def _data_source(value: str) -> str:
-    """``yfinance``, ``synthetic`` or ``csv:PATH`` of an existing file (kept as given)."""
+    """A source as the registry spells it (``yfinance``, ``csv:PATH`` …); a path must name an
+    existing file (the source is kept as given)."""
     kind, path = parse_data_source(value)
-    if kind == "csv" and not os.path.isfile(os.path.expanduser(path or "")):
-        raise ConfigError(f"CSV file not found: {os.path.abspath(os.path.expanduser(path or ''))}")
+    if path is not None and not os.path.isfile(os.path.expanduser(path)):
+        raise ConfigError(f"{kind.upper()} file not found: {os.path.abspath(os.path.expanduser(path))}")
     return value
 
 

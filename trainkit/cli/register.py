@@ -25,7 +25,7 @@ def register(settings: Settings, model_uri: str, name: str | None, alias: str | 
     """Register a cached model in the MLflow Model Registry (registered models are kept by
     `trainkit clear` unless --include-registered)."""
     with stdout_for(json_mode) as out:
-        reg_name, version = settings.manager().register(model_uri, name=name, alias=alias)
+        reg_name, version = settings.manager(create=False).register(model_uri, name=name, alias=alias)
         doc = {"model_uri": model_uri, "name": reg_name, "version": version, "alias": alias,
                "registered_uri": f"models:/{reg_name}/{version}",
                "alias_uri": f"models:/{reg_name}@{alias}" if alias else None}

@@ -134,10 +134,10 @@ def walkforward(ctx: click.Context, start: str, end: str | None, train_window: s
         tasks = max(len(p.tasks) for p in plans)
         runner = make_executor(executor, workers=1 if dry_run else max(1, min(workers, tasks)),
                                verbose=settings.verbose, address=ray_address)
-        manager = settings.manager()
         if dry_run:
-            _dry_run(manager, plans, out, json_mode)
+            _dry_run(settings, plans, out, json_mode)
             return
+        manager = settings.manager()
 
         docs: list[dict[str, Any]] = []
         codes: list[int] = []
@@ -169,9 +169,14 @@ def _run(manager: Any, plan: Any, executor: Any, *, force: bool, no_fallback: bo
         return run_plan(manager, plan, executor, force=force, no_fallback=no_fallback, on_fold=on_fold)
 
 
-def _dry_run(manager: Any, plans: list[Any], out: TextIO, json_mode: bool) -> None:
+def _dry_run(settings: Settings, plans: list[Any], out: TextIO, json_mode: bool) -> None:
+    from trainkit.errors import NoStore
     from trainkit.walkforward import dry_run
 
+    try:
+        manager: Any = settings.manager(create=False)
+    except NoStore:  # a read creates no store: nothing is cached there
+        manager = None
     docs = []
     for p in plans:
         rows = dry_run(manager, p)

@@ -68,11 +68,22 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
 
 def store_exists(tracking_uri: str) -> bool:
     """Is there a store at ``tracking_uri`` already? Only a sqlite file can be told apart
-    without asking anyone (a server or a database is there, or says it is not)."""
+    without asking anyone (a server or a database is there, or says it is not). A sqlite file
+    that another process is creating right now is waited for (its ``<db>.lock`` is held while
+    it is created and migrated): opening a half-made schema would make MLflow create its tables
+    a second time, at the same time — the corruption *MLflow pitfalls* describes. Waiting on a
+    lock file that exists creates nothing."""
     if not tracking_uri.startswith("sqlite:"):
         return True
     path = sqlite_path(tracking_uri)
-    return path is None or os.path.exists(path)
+    if path is None:
+        return True
+    if os.path.exists(path + ".lock"):
+        from filelock import FileLock
+
+        with FileLock(path + ".lock", timeout=300):
+            pass
+    return os.path.exists(path) and os.path.getsize(path) > 0
 
 
 def prepare_tracking(tracking_uri: str, *, create: bool = True) -> None:

@@ -144,14 +144,15 @@ def run_plan(cache: ModelCache, plan: WalkForwardPlan, executor: Executor | None
     return dataclasses.replace(wf, run_id=log_parent_run(cache.store, wf, stitched))
 
 
-def dry_run(cache: ModelCache, plan: WalkForwardPlan) -> list[dict[str, Any]]:
+def dry_run(cache: ModelCache | None, plan: WalkForwardPlan) -> list[dict[str, Any]]:
     """What a walk-forward would do (``--dry-run``): per (fold, seed) its windows, config hash,
-    whether its model is cached (URI) and whether its backtest is. Reads only; writes nothing."""
+    whether its model is cached (URI) and whether its backtest is. Reads only; writes nothing.
+    ``cache=None``: there is no store (nothing is cached)."""
     from trainkit.backtest import cached_backtest
 
     rows = []
     for t in plan.tasks:
-        rec = cache.lookup(t.config)
+        rec = cache.lookup(t.config) if cache is not None else None
         bt = None
         if rec is not None and rec.model_id:
             bt = cached_backtest(cache.store, model_uri=rec.model_uri, model_id=rec.model_id, config=t.config,
