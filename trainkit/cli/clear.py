@@ -53,15 +53,10 @@ def clear(settings: Settings, symbol: str | None, older_than: str | None, config
     a terminal to ask on, it refuses (exit 2) unless --yes. Runs of other tools are never
     touched. Removed runs are soft-deleted (restorable in MLflow) unless --purge.
     """
-    from trainkit.errors import NoStore
-
     with stdout_for(json_mode) as out:
-        try:
-            manager = settings.manager(create=False)  # no store: nothing to remove, and none is made
-            remove, kept = manager.plan_clear(symbol=symbol, older_than=older_than, config_hash=config_hash,
-                                              include_registered=include_registered)
-        except NoStore:
-            remove, kept = [], []
+        manager = settings.reader()  # no store: nothing to remove, and none is made
+        remove, kept = ([], []) if manager is None else manager.plan_clear(
+            symbol=symbol, older_than=older_than, config_hash=config_hash, include_registered=include_registered)
         reasons = {m.run_id: f"registered as {', '.join(m.registered)}; pass --include-registered" for m in kept}
         doc = {"dry_run": dry_run, "purge": purge, "deleted": False,
                "removed": [m.to_dict() for m in remove],

@@ -47,6 +47,16 @@ class Settings:
 
         return TrainingManager(self.tracking_uri, self.experiment, create=create)
 
+    def reader(self) -> TrainingManager | None:
+        """The manager for a read that may find no store at all: ``None`` then (nothing is
+        cached there, and a read creates no store to find that out)."""
+        from trainkit.errors import NoStore
+
+        try:
+            return self.manager(create=False)
+        except NoStore:
+            return None
+
 
 #: the global options of the current run: the shell reads ``verbose`` after click has returned
 state = Settings()

@@ -114,12 +114,7 @@ def train(settings: Settings, force: bool, register: bool, workers: int, executo
 
 
 def _dry_run(settings: Settings, configs: list[TrainConfig], out: TextIO, json_mode: bool) -> None:
-    from trainkit.errors import NoStore
-
-    try:
-        manager: Any = settings.manager(create=False)
-    except NoStore:  # a read creates no store: nothing is cached there
-        manager = None
+    manager = settings.reader()
     rows = []
     for c in configs:
         rec = manager.lookup(c) if manager is not None else None  # reads only: creates no experiment either

@@ -170,13 +170,9 @@ def _run(manager: Any, plan: Any, executor: Any, *, force: bool, no_fallback: bo
 
 
 def _dry_run(settings: Settings, plans: list[Any], out: TextIO, json_mode: bool) -> None:
-    from trainkit.errors import NoStore
     from trainkit.walkforward import dry_run
 
-    try:
-        manager: Any = settings.manager(create=False)
-    except NoStore:  # a read creates no store: nothing is cached there
-        manager = None
+    manager = settings.reader()
     docs = []
     for p in plans:
         rows = dry_run(manager, p)
