@@ -74,7 +74,9 @@ def run_fold(cache: ModelCache, task: FoldTask, *, force: bool = False, no_fallb
                 return fold(bt, RequestStatus.CACHED, rec.model_uri, rec.model_id, rec.run_id, None)
         if cached_only:
             return None
-    res = cache.get_or_train(ModelRequest(cfg, force=force, no_fallback=no_fallback), progress=False)
+    # load=False: the backtest loads the model by URI; a cached fold's model is verified here, not
+    # deserialised twice
+    res = cache.get_or_train(ModelRequest(cfg, force=force, no_fallback=no_fallback), progress=False, load=False)
     bt = run_backtest(res.model_uri, w.test_start, w.test_end, store=cache.store)
     return fold(bt, res.status, res.model_uri, res.record.model_id, res.run_id, res.fallback_reason)
 
