@@ -24,11 +24,11 @@ from test_cli import cli, store  # noqa: F401  (fixtures)
 README = REPO / "README.md"
 _FENCE = re.compile(r"(?P<before>(?:^<!--(?P<note>[^\n]*?)-->\n)?)^```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M)
 
-#: bash: `trainkit train …` gets small timesteps (and small PPO batches) appended
+#: bash: `trainkit train`, `walkforward` and `tune` get small timesteps (and small PPO batches) appended
 BASH_PREAMBLE = f"""set -euo pipefail
 trainkit() {{
   local is_train=0 algo=ppo prev=""
-  for a in "$@"; do [[ $a == train || $a == walkforward ]] && is_train=1; [[ $prev == --algo ]] && algo=$a; prev=$a; done
+  for a in "$@"; do [[ $a == train || $a == walkforward || $a == tune ]] && is_train=1; [[ $prev == --algo ]] && algo=$a; prev=$a; done
   if (( is_train )); then
     if [[ $algo == ppo ]]; then command trainkit "$@" {" ".join(FAST_CLI)}
     else command trainkit "$@" --timesteps {FAST["timesteps"]} --hp n_envs=2; fi
@@ -101,6 +101,8 @@ def test_bash_blocks(store, tmp_path):  # noqa: F811
     assert re.search(r"^sharpe\s+-?\d+\.\d{4}$", out, re.M)
     assert re.search(r"^AAPL: 8 folds × 2 seeds, sliding 3y train / 6m test", out, re.M)  # walkforward
     assert re.search(r"^stitched\s+2018-01-01..2021-12-31\s+2 seeds", out, re.M)
+    assert re.search(r"^AAPL: study AAPL-ppo-2y-1y — 6 finished trials, \d distinct configs", out, re.M)  # tune
+    assert re.search(r"^best: trial \d, sharpe -?\d+\.\d{3} — ", out, re.M)
 
 
 @pytest.mark.slow

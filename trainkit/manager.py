@@ -147,6 +147,31 @@ class TrainingManager(ModelCache):
         return walk_forward(self, symbol, start, end, train_window, test_window, step, mode, embargo, seeds,
                             executor, **options)
 
+    def tune(self, symbol: str, start: Any, end: Any, train_window: Any = "3y", test_window: Any = "6m", *,
+             trials: int = 20, study: str | None = None, space: Any = None, objective: str = "sharpe",
+             sampler_seed: int = 0, pruner: str = "none", step: Any = None, mode: str = "sliding",
+             embargo: Any = "0d", seeds: Sequence[int] = (0,), executor: Any = None, parallel: int | None = None,
+             no_fallback: bool = False, on_trial: Any = None, **options: Any) -> Any:
+        """Search hyperparameters with Optuna, each trial one walk-forward of cached folds
+        (:mod:`trainkit.search`): run study ``study`` (default ``<SYMBOL>-<algo>-<train>-<test>``)
+        until it holds ``trials`` finished trials. ``space``: a :class:`~trainkit.search.SearchSpace`,
+        a path to a YAML/JSON space file, or ``None`` (the algorithm's default space).
+        ``options``: the train options of ``get_model``; the searched hyperparameters start from
+        them. Returns a :class:`trainkit.search.TuneResult`."""
+        from trainkit.search import check_objective, default_space, load_space, make_spec
+        from trainkit.search import tune as run_study
+        from trainkit.walkforward import plan_walk_forward
+
+        check_objective(objective)
+        plan = plan_walk_forward(symbol, start, end, train_window, test_window, step, mode, embargo, seeds,
+                                 no_fallback=no_fallback, **options)
+        if space is None:
+            space = default_space(plan.base.algo, plan.base.hyperparams)
+        elif isinstance(space, str):
+            space = load_space(space, plan.base.algo)
+        spec = make_spec(plan, space, objective, study, sampler_seed=sampler_seed, pruner=pruner)
+        return run_study(self, plan, spec, trials, executor, parallel=parallel, on_trial=on_trial)
+
     # ------------------------------------------------------------------ explain
     def explain(self, config: TrainConfig, *, no_fallback: bool = False, nearest: int = 3) -> Explanation:
         """Why ``config`` is or is not a cache hit — read-only (:func:`trainkit.explain.explain`)."""

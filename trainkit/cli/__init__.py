@@ -13,7 +13,7 @@ to the group. The modules import downward only, so there is no import cycle:
   parsers through one click type (:class:`~trainkit.cli.options.Parsed`);
 * :mod:`~trainkit.cli.output` — everything printed: rows, tables, JSON, progress;
 * one module per command: ``train``, ``explain``, ``list``, ``clear``, ``backtest``,
-  ``register``, ``walkforward``, ``signal``. A command module imports the shared modules above,
+  ``register``, ``walkforward``, ``tune``, ``signal``. A command module imports the shared modules above,
   never this package.
 
 The package's names ``train``, ``explain``, … are the click commands (``trainkit.cli.train.params``);
@@ -31,11 +31,12 @@ from trainkit.cli.register import register
 from trainkit.cli.shell import main, run
 from trainkit.cli.signal import signal
 from trainkit.cli.train import train
+from trainkit.cli.tune import tune
 from trainkit.cli.walkforward import walkforward
 
-for _command in (train, explain, list_, clear, backtest, register, walkforward, signal):
+for _command in (train, explain, list_, clear, backtest, register, walkforward, tune, signal):
     cli.add_command(_command)
 del _command
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "backtest", "clear", "cli", "expand_multi_value",
-           "explain", "list_", "main", "register", "run", "setup_logging", "signal", "train", "walkforward"]
+           "explain", "list_", "main", "register", "run", "setup_logging", "signal", "train", "tune", "walkforward"]

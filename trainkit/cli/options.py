@@ -32,6 +32,7 @@ from trainkit.errors import ConfigError, UserError
 from trainkit.executors import executor_names
 from trainkit.hyperparams import ALGORITHM_DEFAULTS
 from trainkit.store.contract import validate_model_uri
+from trainkit.walkforward import MODES, parse_window
 
 __all__ = [
     "DATA_SOURCE", "DATE", "EXECUTOR_OPTION", "FORCE_OPTION", "MODEL_URI", "RAY_ADDRESS_OPTION", "SYMBOL",
@@ -260,3 +261,77 @@ def configs_from(opts: dict[str, Any]) -> list[TrainConfig]:
 
     return [TrainingManager.config_for(sym, opts["train_start"], opts["train_end"], **train_options(opts))
             for sym in opts["symbols"]]
+
+
+# ------------------------------------------------------------------ walk-forward options
+def _window(value: str, flag: str) -> str:
+    """A window (checked now, kept as given: the plan resolves it against the calendar)."""
+    parse_window(value, flag)
+    return value
+
+
+def _gap(value: str, flag: str) -> str:
+    """A window that may be empty (``--embargo 0d``)."""
+    parse_window(value, flag, allow_zero=True)
+    return value
+
+
+def _seeds(raw: str) -> tuple[int, ...]:
+    """One ``--seeds`` value: a seed, or several separated by commas."""
+    out: list[int] = []
+    for part in (p.strip() for p in str(raw).split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) >= 2**31:
+            raise ConfigError(f"{part!r} is not a seed: use integers 0..2147483647, e.g. --seeds 0 1 2")
+        out.append(int(part))
+    return tuple(out)
+
+
+WINDOW = Parsed(_window, "window", flag=True)
+_WINDOW_HELP = "a duration (30d, 2w, 6m, 3y) or a number of trading days (126)"
+
+
+def walkforward_options() -> Callable[[Any], Any]:
+    """The options of a walk-forward (shared by ``walkforward`` and ``tune``): the span, the
+    windows, the seeds and how the folds run (``--workers``, ``--executor``, ``--ray-address``)."""
+    options = [
+        click.option("--start", type=DATE, required=True, metavar="DATE",
+                     help="First day of the first training window: folds are anchored here (YYYY-MM-DD)."),
+        click.option("--end", type=DATE, default=None, metavar="DATE", help="Last day tested (YYYY-MM-DD) [default: today]."),
+        click.option("--train-window", type=WINDOW, default="3y", show_default=True, metavar="WINDOW",
+                     help=f"Training window: {_WINDOW_HELP}."),
+        click.option("--test-window", type=WINDOW, default="6m", show_default=True, metavar="WINDOW",
+                     help=f"Out-of-sample window of each fold: {_WINDOW_HELP}."),
+        click.option("--step", type=WINDOW, default=None, metavar="WINDOW",
+                     help="How far each fold moves on [default: the test window, so test windows tile the range]."),
+        click.option("--mode", type=click.Choice(MODES, case_sensitive=False), default="sliding", show_default=True,
+                     help="sliding: train on the train window before each test window; expanding: train from the anchor."),
+        click.option("--embargo", type=Parsed(_gap, "window", flag=True), default="0d", show_default=True,
+                     metavar="WINDOW", help="Gap between a fold's last training day and its first test day."),
+        click.option("--seeds", cls=ListOption, type=Parsed(_seeds, "seeds"), metavar="SEED [SEED…]",
+                     help="Train each fold once per seed and report the spread (--seeds 0 1 2) [default: --seed]."),
+        WORKERS_OPTION, EXECUTOR_OPTION, RAY_ADDRESS_OPTION,
+    ]
+
+    def decorate(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def walkforward_span(ctx: click.Context, options: dict[str, Any], start: str, end: str | None,
+                     seeds: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
+    """``(seeds, end)`` of a walk-forward command: ``--seed`` popped from ``options`` (it is
+    ``--seeds``' default; both at once is an error) and ``--end`` defaulted to today."""
+    import datetime as _dt
+
+    seed = options.pop("seed")
+    if seeds and ctx.get_parameter_source("seed") == click.core.ParameterSource.COMMANDLINE:
+        raise click.BadParameter("give either --seed or --seeds, not both", param_hint="'--seed'")
+    end = end or _dt.date.today().isoformat()
+    if start >= end:
+        raise click.BadParameter(f"--start {start} must be before --end {end}", param_hint="'--start'")
+    return seeds or (seed,), end

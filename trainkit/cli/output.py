@@ -330,3 +330,53 @@ def print_walkforward_dry_run(out: TextIO, docs: Sequence[dict[str, Any]], plans
             out.write(f"  fold {r['fold']:>2} seed {r['seed']}  train {r['train_start']}..{r['train_end']}  "
                       f"test {r['test_start']}..{r['test_end']}  {r['config_hash']}  {what}{bt}\n")
     out.flush()
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def print_tune(out: TextIO, res: Any) -> None:
+    """A study after ``tune``: one row per trial (its sampled values, value, models trained
+    now), then the best trial."""
+    names = list(res.space)
+    out.write(f"{res.symbol}: study {res.study} — {res.n_trials} finished trials, {res.n_configs} distinct configs, "
+              f"{res.trained} models trained now; objective {res.objective} ({res.direction})\n")
+    table = _table(("trial", "right"), ("state", "left"), *((n, "right") for n in names), (res.objective, "right"),
+                   ("trained", "right"))
+    best = res.best
+    for t in res.trials:
+        table.add_row(str(t.number), t.state, *(_value(t.params.get(n, "")) for n in names),
+                      "" if t.value is None else f"{t.value:.3f}", str(t.trained),
+                      style="bold" if best is not None and t.number == best.number else None)
+    print_rich(out, table)
+    if best is None:
+        out.write("no complete trial yet\n")
+    else:
+        hp = ", ".join(f"{k}={_value(v)}" for k, v in best.hyperparams.items())
+        out.write(f"best: trial {best.number}, {res.objective} {best.value:.3f} — {hp}\n"
+                  f"  walk-forward run {best.walkforward_run_id}; study run {res.study_run_id} in experiment trainkit-tune\n")
+    out.flush()
+
+
+def print_tune_dry_run(out: TextIO, docs: Sequence[dict[str, Any]]) -> None:
+    """``tune --dry-run``: per symbol the next trials and what of each is cached."""
+    for d in docs:
+        state = "exists" if d["exists"] else "would be created"
+        out.write(f"{d['symbol']}: study {d['study']} ({state}) holds {d['n_trials']} of {d['trials']} trials; "
+                  f"objective {d['objective']}\n")
+        for line in d["space"]:
+            out.write(f"  {line}\n")
+        if not d["next"]:
+            out.write("  nothing to run: the study holds its total\n")
+            continue
+        table = _table(("trial", "right"), ("values", "left"), ("folds", "right"), ("models cached", "right"),
+                       ("backtests cached", "right"), ("would train", "right"))
+        for r in d["next"]:
+            values = ", ".join(f"{k}={_value(v)}" for k, v in r["params"].items())
+            table.add_row(f"{r['number']}{' (again)' if r['retry'] else ''}", values, str(r["folds"]),
+                          str(r["models_cached"]), str(r["backtests_cached"]), str(r["would_train"]))
+        print_rich(out, table)
+    out.flush()

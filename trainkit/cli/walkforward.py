@@ -6,7 +6,6 @@ Only click and trainkit's stdlib-only modules at import time: ``trainkit --help`
 
 from __future__ import annotations
 
-import datetime as _dt
 import sys
 from typing import Any, TextIO
 
@@ -15,16 +14,12 @@ import click
 from trainkit.cli.exit import EXIT_OK
 from trainkit.cli.group import Settings
 from trainkit.cli.options import (
-    DATE,
-    EXECUTOR_OPTION,
     FORCE_OPTION,
-    RAY_ADDRESS_OPTION,
-    WORKERS_OPTION,
     ListCommand,
-    ListOption,
-    Parsed,
     model_options,
     train_options,
+    walkforward_options,
+    walkforward_span,
 )
 from trainkit.cli.output import (
     emit_json,
@@ -34,61 +29,15 @@ from trainkit.cli.output import (
     print_walkforward_dry_run,
     stdout_for,
 )
-from trainkit.errors import ConfigError, TrainkitError
-from trainkit.walkforward import MODES, parse_window
+from trainkit.errors import TrainkitError
 
 __all__ = ["walkforward"]
 
 
-def _window(value: str, flag: str) -> str:
-    """A window (checked now, kept as given: the plan resolves it against the calendar)."""
-    parse_window(value, flag)
-    return value
-
-
-def _gap(value: str, flag: str) -> str:
-    """A window that may be empty (``--embargo 0d``)."""
-    parse_window(value, flag, allow_zero=True)
-    return value
-
-
-def _seeds(raw: str) -> tuple[int, ...]:
-    """One ``--seeds`` value: a seed, or several separated by commas."""
-    out: list[int] = []
-    for part in (p.strip() for p in str(raw).split(",")):
-        if not part:
-            continue
-        if not part.isdigit() or int(part) >= 2**31:
-            raise ConfigError(f"{part!r} is not a seed: use integers 0..2147483647, e.g. --seeds 0 1 2")
-        out.append(int(part))
-    return tuple(out)
-
-
-WINDOW = Parsed(_window, "window", flag=True)
-_WINDOW_HELP = "a duration (30d, 2w, 6m, 3y) or a number of trading days (126)"
-
-
 @click.command("walkforward", cls=ListCommand, short_help="Walk-forward evaluation with cached folds and backtests.")
 @model_options(windows=False)
-@click.option("--start", type=DATE, required=True, metavar="DATE",
-              help="First day of the first training window: folds are anchored here (YYYY-MM-DD).")
-@click.option("--end", type=DATE, default=None, metavar="DATE", help="Last day tested (YYYY-MM-DD) [default: today].")
-@click.option("--train-window", type=WINDOW, default="3y", show_default=True, metavar="WINDOW",
-              help=f"Training window: {_WINDOW_HELP}.")
-@click.option("--test-window", type=WINDOW, default="6m", show_default=True, metavar="WINDOW",
-              help=f"Out-of-sample window of each fold: {_WINDOW_HELP}.")
-@click.option("--step", type=WINDOW, default=None, metavar="WINDOW",
-              help="How far each fold moves on [default: the test window, so test windows tile the range].")
-@click.option("--mode", type=click.Choice(MODES, case_sensitive=False), default="sliding", show_default=True,
-              help="sliding: train on the train window before each test window; expanding: train from the anchor.")
-@click.option("--embargo", type=Parsed(_gap, "window", flag=True), default="0d", show_default=True, metavar="WINDOW",
-              help="Gap between a fold's last training day and its first test day.")
-@click.option("--seeds", cls=ListOption, type=Parsed(_seeds, "seeds"), metavar="SEED [SEED…]",
-              help="Train each fold once per seed and report the spread (--seeds 0 1 2) [default: --seed].")
+@walkforward_options()
 @FORCE_OPTION
-@WORKERS_OPTION
-@EXECUTOR_OPTION
-@RAY_ADDRESS_OPTION
 @click.option("--dry-run", is_flag=True, help="Print the folds, their config hashes and what is cached; train nothing.")
 @click.pass_context
 def walkforward(ctx: click.Context, start: str, end: str | None, train_window: str, test_window: str, step: str | None,
@@ -117,13 +66,7 @@ def walkforward(ctx: click.Context, start: str, end: str | None, train_window: s
     settings: Settings = ctx.obj
     symbols, json_mode, no_fallback = opts["symbols"], opts["json_mode"], opts["no_fallback"]
     options = train_options(opts)
-    seed = options.pop("seed")
-    if seeds and ctx.get_parameter_source("seed") == click.core.ParameterSource.COMMANDLINE:
-        raise click.BadParameter("give either --seed or --seeds, not both", param_hint="'--seed'")
-    seeds = seeds or (seed,)
-    end = end or _dt.date.today().isoformat()
-    if start >= end:
-        raise click.BadParameter(f"--start {start} must be before --end {end}", param_hint="'--start'")
+    seeds, end = walkforward_span(ctx, options, start, end, seeds)
 
     with stdout_for(json_mode) as out:
         # every symbol is planned first: a bad window is exit 2 before anything is trained

@@ -29,6 +29,7 @@ from trainkit.errors import ConfigError, ModelURIError
 DEFAULT_EXPERIMENT: Final = "trainkit"  #: where models (the cache) live
 BACKTEST_EXPERIMENT: Final = "trainkit-backtests"  #: one run per backtest
 WALKFORWARD_EXPERIMENT: Final = "trainkit-walkforward"  #: one parent run per walk-forward
+TUNE_EXPERIMENT: Final = "trainkit-tune"  #: one run per study (and symbol), a nested run per trial
 MODEL_NAME: Final = "model"  #: runs:/<run_id>/model
 LOGGED_MODEL_TYPE: Final = "trainkit-sb3"  #: model_type of trainkit's LoggedModels
 
@@ -91,6 +92,19 @@ TAG_SOURCE_OVERRIDE: Final = "trainkit.data_source_override"
 TAG_BACKTEST_KEY: Final = "trainkit.backtest_key"  #: sha256 naming a cached backtest
 # walk-forward parent runs (experiment trainkit-walkforward); folds are nested under them
 TAG_WALKFORWARD_KEY: Final = "trainkit.walkforward_key"  #: sha256 of the spec and its folds' backtest keys
+# studies of `trainkit tune` (experiment trainkit-tune): a study run, its trials nested under it
+TAG_STUDY: Final = "trainkit.study"  #: the study's name, on the study run and on each trial run
+TAG_STUDY_IDENTITY: Final = "trainkit.study_identity"  #: JSON: what a study is (symbol, window, options, space, objective)
+TAG_WINDOW_KEY: Final = "trainkit.window_key"  #: sha256 of (symbol, window): configs tried on the same data
+TAG_TRIAL_NUMBER: Final = "trainkit.trial_number"
+TAG_TRIAL_STATE: Final = "trainkit.trial_state"  #: one of TRIAL_STATES
+TAG_TRIAL_PARAMS: Final = "trainkit.trial_params"  #: JSON of the sampled values (as the sampler sees them)
+TAG_TRIAL_RUNNING: Final = "trainkit.trial_running"  #: JSON fold -> running out-of-sample value
+TAG_TRIAL_ATTEMPTS: Final = "trainkit.trial_attempts"  #: how many times the trial was started
+TAG_CONFIG_KEY: Final = "trainkit.config_key"  #: sha256 of a trial's train options (its config without window and seed)
+TAG_WALKFORWARD_RUN_ID: Final = "trainkit.walkforward_run_id"  #: the walk-forward a trial read or created
+#: a trial's states (Optuna's, lower-case); only complete and pruned trials count toward --trials
+TRIAL_STATES: Final = ("running", "complete", "pruned", "fail")
 # project runs of `mlflow run` in another experiment (they point at what served them)
 TAG_MODEL_RUN_ID: Final = "trainkit.model_run_id"
 TAG_CACHE_HIT: Final = "trainkit.cache_hit"

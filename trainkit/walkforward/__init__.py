@@ -28,7 +28,7 @@ from __future__ import annotations
 from trainkit.walkforward.plan import FoldTask, WalkForwardPlan, plan_walk_forward
 from trainkit.walkforward.report import plot
 from trainkit.walkforward.result import Fold, WalkForward
-from trainkit.walkforward.run import dry_run, run_fold, run_plan, walk_forward
+from trainkit.walkforward.run import conclude, dry_run, run_fold, run_plan, walk_forward
 from trainkit.walkforward.stitch import FOLD_METRICS, WALKFORWARD_VERSION, aggregate, stitch, walkforward_key
 from trainkit.walkforward.windows import (
     MIN_TEST_DAYS,
@@ -44,7 +44,7 @@ from trainkit.walkforward.windows import (
 
 __all__ = [
     "FOLD_METRICS", "MIN_TEST_DAYS", "MIN_TRAIN_DAYS", "MODES", "WALKFORWARD_VERSION", "Calendar", "Fold",
-    "FoldTask", "FoldWindow", "WalkForward", "WalkForwardPlan", "Window", "add_months", "aggregate", "dry_run",
+    "FoldTask", "FoldWindow", "conclude", "WalkForward", "WalkForwardPlan", "Window", "add_months", "aggregate", "dry_run",
     "fold_windows", "parse_window", "plan_walk_forward", "plot", "run_fold", "run_plan", "stitch", "walk_forward",
     "walkforward_key",
 ]

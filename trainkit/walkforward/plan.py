@@ -24,7 +24,7 @@ from trainkit.walkforward.windows import MODES, Calendar, FoldWindow, Window, fo
 
 log = logging.getLogger("trainkit")
 
-__all__ = ["FoldTask", "WalkForwardPlan", "plan_walk_forward"]
+__all__ = ["FoldTask", "WalkForwardPlan", "first_folds", "plan_walk_forward", "with_hyperparams"]
 
 
 @dataclass(frozen=True)
@@ -178,3 +178,25 @@ def plan_walk_forward(symbol: str, start: Any, end: Any, train_window: Any = "3y
         tasks=tuple(tasks), data_source_effective=fetch.effective_source, warnings=tuple(warnings),
     )
 
+
+
+def with_hyperparams(plan: WalkForwardPlan, hyperparams: dict[str, Any]) -> WalkForwardPlan:
+    """``plan`` with other hyperparameters (a search's trial): the same folds and prices, every
+    task's config remade through :meth:`TrainConfig.create` (so coerced and validated the one
+    way). Fetches nothing; :class:`ConfigError` when the config cannot train."""
+    opts = plan.base.to_dict()
+    for k in ("symbol", "train_start", "train_end", "csv_sha256", "schema_version"):
+        opts.pop(k, None)
+    opts["hyperparams"] = {**dict(plan.base.hyperparams), **hyperparams}
+    base = TrainConfig.create(plan.symbol, plan.base.train_start, plan.base.train_end, **opts)
+    tasks = tuple(FoldTask(t.window, t.seed, dataclasses.replace(base, train_start=t.window.train_start,
+                                                                 train_end=t.window.train_end, seed=t.seed))
+                  for t in plan.tasks)
+    return dataclasses.replace(plan, base=base, tasks=tasks)
+
+
+def first_folds(plan: WalkForwardPlan, n: int) -> WalkForwardPlan:
+    """``plan`` cut to its first ``n`` folds (a trial's running out-of-sample value)."""
+    windows = plan.windows[:n]
+    last = windows[-1].index
+    return dataclasses.replace(plan, windows=windows, tasks=tuple(t for t in plan.tasks if t.window.index <= last))

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("trainkit")
 
-__all__ = ["dry_run", "run_fold", "run_plan", "walk_forward"]
+__all__ = ["conclude", "dry_run", "run_fold", "run_plan", "walk_forward"]
 
 
 def _fold_key(bt: BacktestResult, config: TrainConfig) -> str:
@@ -131,7 +131,13 @@ def run_plan(cache: ModelCache, plan: WalkForwardPlan, executor: Executor | None
             failures.append(value)
     if failures:
         raise failures[0]
-    folds = tuple(done[(t.window.index, t.seed)] for t in plan.tasks)
+    return conclude(cache, plan, [done[(t.window.index, t.seed)] for t in plan.tasks], log_run=log_run)
+
+
+def conclude(cache: ModelCache, plan: WalkForwardPlan, folds: list[Fold], *, log_run: bool = True) -> WalkForward:
+    """The walk-forward of ``plan`` from its finished ``folds`` (every task's, in task order):
+    stitched, and its parent run found or logged (unless ``log_run=False``)."""
+    folds = tuple(folds)
     equity, bh, seed_eq, metrics, stitched = aggregate(plan, folds)
     wf = WalkForward(plan=plan, folds=folds, equity=equity, buy_and_hold=bh, seed_equity=seed_eq, metrics=metrics,
                      key=walkforward_key(plan, folds))

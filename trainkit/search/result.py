@@ -1,0 +1,77 @@
+"""What a search returns: each :class:`Trial` (a config, one walk-forward, its value) and the
+:class:`TuneResult` of one study. Plain frozen data with the ``--json`` shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Trial", "TuneResult"]
+
+
+def _num(v: float | None) -> float | None:
+    return None if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial of a study: its number, state (running / complete / pruned / fail), the
+    sampled values (``params``, as the sampler sees them) and the hyperparameters they mean,
+    its value (the objective, out of sample; ``None`` unless complete), the walk-forward run it
+    read or created, and the models *this command* trained for it."""
+
+    number: int
+    state: str
+    params: dict[str, Any]
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    value: float | None = None
+    walkforward_run_id: str | None = None
+    trained: int = 0
+    run_id: str = ""
+    folds: int = 0
+    cached: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "state": self.state, "params": dict(self.params), "value": _num(self.value),
+                "walkforward_run_id": self.walkforward_run_id, "trained": self.trained}
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """A study after one ``tune``: every trial (by number), the best, how many count toward the
+    total (``n_trials``: complete and pruned), how many distinct configs were evaluated
+    (``n_configs``: what deflating the best value for the number of tries needs), and the
+    models this command trained."""
+
+    symbol: str
+    study: str
+    study_run_id: str
+    objective: str
+    direction: str
+    trials: tuple[Trial, ...]
+    trained: int = 0
+    n_configs: int = 0
+    space: tuple[str, ...] = ()
+
+    @property
+    def n_trials(self) -> int:
+        return sum(t.state in ("complete", "pruned") for t in self.trials)
+
+    @property
+    def best(self) -> Trial | None:
+        done = [t for t in self.trials if t.state == "complete" and t.value is not None]
+        if not done:
+            return None
+        pick = max if self.direction == "maximize" else min
+        return pick(done, key=lambda t: (t.value, -t.number))
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "symbol": self.symbol, "study": self.study, "study_run_id": self.study_run_id,
+            "objective": self.objective, "direction": self.direction, "n_trials": self.n_trials,
+            "n_configs": self.n_configs, "trained": self.trained,
+            "best": None if best is None else {"number": best.number, "params": dict(best.params),
+                                               "value": _num(best.value), "walkforward_run_id": best.walkforward_run_id},
+            "trials": [t.to_dict() for t in self.trials],
+        }
