@@ -549,3 +549,40 @@ def test_several_symbols_with_a_study_name_get_one_study_each(store: str, cli) -
         run = names[d["study"]]
         assert json.loads(run.data.tags["trainkit.study_identity"])["symbol"] == d["symbol"]
         assert len(trial_runs(store, run.info.run_id)) == 1
+
+
+def test_a_median_pruner_stops_a_trial_below_the_median_and_leaves_its_later_folds_untrained(sqlite_uri: str) -> None:
+    """4 folds, 6 trials: every pruned trial stopped after a fold where its running value was below
+    the median of the complete trials before it, logged no walk-forward, and its later folds'
+    models were never trained. The seed is one where the pruner does stop a trial."""
+    from statistics import median
+
+    from mlflow.tracking import MlflowClient
+
+    from trainkit.manager import TrainingManager
+    from trainkit.walkforward import plan_walk_forward
+    from trainkit.walkforward.plan import with_hyperparams
+
+    window = {**WINDOW, "start": "2014-01-01"}  # 4 folds of 6 months
+    res = TrainingManager(sqlite_uri).tune(SYMBOL, **window, trials=6, pruner="median", sampler_seed=3, **OPTS)
+    records = {r.data.tags["trainkit.trial_number"]: r for r in trial_runs(sqlite_uri, res.study_run_id)}
+    pruned = [t for t in res.trials if t.state == "pruned"]
+    client = MlflowClient(sqlite_uri)
+    exp = client.get_experiment_by_name("trainkit").experiment_id
+    trained = {r.data.tags["config_hash"] for r in client.search_runs([exp], "attributes.status = 'FINISHED'", max_results=1000)
+               if "config_hash" in r.data.tags}
+    assert pruned, [(t.number, t.state, t.value) for t in res.trials]
+    assert res.n_trials == 6 and all(t.state in ("complete", "pruned") for t in res.trials)
+    for t in pruned:
+        run = records[str(t.number)]
+        running = {int(k): v for k, v in json.loads(run.data.tags["trainkit.trial_running"]).items()}
+        stop = max(running)
+        assert stop < 3 and t.walkforward_run_id is None and "value" not in run.data.metrics
+        earlier = [json.loads(records[str(e.number)].data.tags["trainkit.trial_running"])[str(stop)]
+                   for e in res.trials if e.state == "complete" and e.number < t.number]
+        assert len(earlier) >= 3 and running[stop] < median(earlier)
+        plan = with_hyperparams(plan_walk_forward(SYMBOL, window["start"], END, "1y", "6m", data_source="synthetic",
+                                                  timesteps=1000, hyperparams=HP), t.hyperparams)
+        hashes = [task.config.config_hash for task in plan.tasks]
+        assert set(hashes[:stop + 1]) <= trained, "a pruned trial's folds up to its stop are cached"
+        assert not set(hashes[stop + 1:]) & trained, "a pruned trial trained folds after the one it stopped at"
