@@ -345,11 +345,11 @@ def print_tune(out: TextIO, res: Any) -> None:
     out.write(f"{res.symbol}: study {res.study} — {res.n_trials} finished trials, {res.n_configs} distinct configs, "
               f"{res.trained} models trained now; objective {res.objective} ({res.direction})\n")
     table = _table(("trial", "right"), ("state", "left"), *((n, "right") for n in names), (res.objective, "right"),
-                   ("trained", "right"))
+                   ("trained/cached", "right"))
     best = res.best
     for t in res.trials:
         table.add_row(str(t.number), t.state, *(_value(t.params.get(n, "")) for n in names),
-                      "" if t.value is None else f"{t.value:.3f}", str(t.trained),
+                      "" if t.value is None else f"{t.value:.3f}", f"{t.trained}/{t.cached}",
                       style="bold" if best is not None and t.number == best.number else None)
     print_rich(out, table)
     if best is None:

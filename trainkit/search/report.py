@@ -66,6 +66,7 @@ def summarize(studies: StudyStore, study: StudyRecord, spec: StudySpec, trials: 
 
     best = result.best
     metrics: dict[str, float] = {"n_trials": float(result.n_trials), "n_configs": float(result.n_configs),
+                                 "n_configs_window": float(result.n_configs_window),
                                  "n_complete": float(sum(t.state == "complete" for t in trials)),
                                  "n_pruned": float(sum(t.state == "pruned" for t in trials))}
     tags: dict[str, str] = {}

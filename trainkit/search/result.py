@@ -40,8 +40,8 @@ class Trial:
 class TuneResult:
     """A study after one ``tune``: every trial (by number), the best, how many count toward the
     total (``n_trials``: complete and pruned), how many distinct configs were evaluated
-    (``n_configs``: what deflating the best value for the number of tries needs), and the
-    models this command trained."""
+    (``n_configs``; ``n_configs_window``: by every study of the same symbol and window — what
+    deflating the best value for the number of tries needs), and the models this command trained."""
 
     symbol: str
     study: str
@@ -52,6 +52,7 @@ class TuneResult:
     trained: int = 0
     n_configs: int = 0
     space: tuple[str, ...] = ()
+    n_configs_window: int = 0
 
     @property
     def n_trials(self) -> int:
@@ -62,15 +63,15 @@ class TuneResult:
         done = [t for t in self.trials if t.state == "complete" and t.value is not None]
         if not done:
             return None
-        pick = max if self.direction == "maximize" else min
-        return pick(done, key=lambda t: (t.value, -t.number))
+        sign = 1.0 if self.direction == "maximize" else -1.0
+        return max(done, key=lambda t: (sign * t.value, -t.number))  # on a tie, the earliest
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best
         return {
             "symbol": self.symbol, "study": self.study, "study_run_id": self.study_run_id,
             "objective": self.objective, "direction": self.direction, "n_trials": self.n_trials,
-            "n_configs": self.n_configs, "trained": self.trained,
+            "n_configs": self.n_configs, "n_configs_window": self.n_configs_window, "trained": self.trained,
             "best": None if best is None else {"number": best.number, "params": dict(best.params),
                                                "value": _num(best.value), "walkforward_run_id": best.walkforward_run_id},
             "trials": [t.to_dict() for t in self.trials],

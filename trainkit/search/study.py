@@ -37,8 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainkit.store.studies import TrialRecord
     from trainkit.walkforward import WalkForwardPlan
 
-__all__ = ["OBJECTIVES", "PRUNERS", "StudySpec", "ask_seed", "check_objective", "config_key", "ask_config", "default_study_name", "make_spec",
-           "identity", "rebuild", "sample", "should_prune", "window_key"]
+__all__ = ["OBJECTIVES", "PRUNERS", "StudySpec", "ask_config", "ask_seed", "check_objective", "config_key",
+           "default_study_name", "differences", "identity", "make_spec", "rebuild", "sample", "should_prune"]
 
 #: what ``--objective`` may name: a walk-forward metric and whether higher is better. Metrics that
 #: are not a judgement of the agent (n_trades, turnover, exposure, buy_and_hold_return, n_folds)
@@ -89,9 +89,11 @@ class StudySpec:
     def direction(self) -> str:
         return OBJECTIVES[self.objective]
 
-    def better(self, a: float, b: float) -> bool:
-        """Is value ``a`` better than ``b`` for this objective?"""
-        return a > b if self.direction == "maximize" else a < b
+    @property
+    def window_key(self) -> str:
+        """sha256 of (symbol, window): the configs tried on the same out-of-sample days share it,
+        whichever study tried them (what deflating the best Sharpe for the number of tries counts)."""
+        return _digest({"symbol": self.identity["symbol"], "window": self.identity["window"]})
 
 
 def _digest(doc: Any) -> str:
@@ -121,12 +123,6 @@ def differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[st
     """The parts of a study's identity that differ (``symbol``, ``window``, ``options``, ``space``, ``objective``)."""
     return [k for k in ("symbol", "window", "options", "space", "objective")
             if json.dumps(stored.get(k), sort_keys=True, default=str) != json.dumps(wanted.get(k), sort_keys=True, default=str)]
-
-
-def window_key(plan: WalkForwardPlan) -> str:
-    """sha256 of (symbol, window): the configs tried on the same out-of-sample days share it
-    (what deflating the best Sharpe for the number of tries counts)."""
-    return _digest({"symbol": plan.symbol, "window": _window(plan)})
 
 
 def config_key(plan: WalkForwardPlan) -> str:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainkit.errors import ConfigError, TrainkitError
 from trainkit.search.result import Trial, TuneResult
-from trainkit.search.study import StudySpec, ask_config, config_key, differences, should_prune, window_key
+from trainkit.search.study import StudySpec, ask_config, config_key, differences, should_prune
 
 if TYPE_CHECKING:  # pragma: no cover
     from trainkit.cache import ModelCache
@@ -91,7 +91,6 @@ def _claim(studies: StudyStore, study: StudyRecord, spec: StudySpec, plan: WalkF
         room = total - done - elsewhere
         if room <= 0:
             return [] if elsewhere and done < total else None
-        wkey = window_key(plan)
         out: list[_Live] = []
         for t in [t for t in trials if t.state == "fail"][:min(parallel, room)]:
             out.append(_Live(studies.restart_trial(study, t), with_hyperparams(plan, spec.space.to_hyperparams(t.params))))
@@ -100,7 +99,7 @@ def _claim(studies: StudyStore, study: StudyRecord, spec: StudySpec, plan: WalkF
             mine = [lv.run.record for lv in out]
             params, trial_plan = ask_config(spec, plan, [*trials, *mine], number)
             hp = spec.space.to_hyperparams(params)
-            run = studies.start_trial(study, number, params, config_key=config_key(trial_plan), window_key=wkey,
+            run = studies.start_trial(study, number, params, config_key=config_key(trial_plan), window_key=spec.window_key,
                                       hp_params={f"hp.{k}": json.dumps(v) if isinstance(v, list) else str(v)
                                                  for k, v in hp.items()})
             out.append(_Live(run, trial_plan))
@@ -153,12 +152,16 @@ def _running(spec: StudySpec, lv: _Live, upto: int) -> float:
     return float(aggregate(cut, folds)[3][spec.objective])
 
 
-def _trial(spec: StudySpec, rec: TrialRecord | Any, lv: _Live | None = None) -> Trial:
+def _trial(spec: StudySpec, rec: TrialRecord | Any, lv: _Live | None = None, seeds: int = 1) -> Trial:
+    """A trial as returned: with what this command trained and read (``lv``), or as stored (every
+    model it has is in the store: a complete trial's folds, a pruned one's up to its stop)."""
+    if lv is not None:
+        trained, cached = lv.trained, len(lv.folds) - lv.trained
+    else:
+        trained, cached = 0, (len(rec.running) * seeds if rec.state in ("complete", "pruned") else 0)
     return Trial(number=rec.number, state=rec.state, params=dict(rec.params),
                  hyperparams=spec.space.to_hyperparams(rec.params) if rec.params else {}, value=rec.value,
-                 walkforward_run_id=rec.walkforward_run_id, trained=lv.trained if lv else 0, run_id=rec.run_id,
-                 folds=len(lv.plan.tasks) if lv else 0,
-                 cached=(len(lv.folds) - lv.trained) if lv else 0)
+                 walkforward_run_id=rec.walkforward_run_id, trained=trained, run_id=rec.run_id, cached=cached)
 
 
 def _end(cache: ModelCache, spec: StudySpec, lv: _Live) -> Trial:
@@ -261,7 +264,7 @@ def _study_params(plan: WalkForwardPlan, spec: StudySpec) -> dict[str, str]:
 def _study_tags(plan: WalkForwardPlan, spec: StudySpec) -> dict[str, str]:
     from trainkit.store import contract as C
 
-    return {C.TAG_SYMBOL: plan.symbol, C.TAG_WINDOW_KEY: window_key(plan),
+    return {C.TAG_SYMBOL: plan.symbol, C.TAG_WINDOW_KEY: spec.window_key,
             C.TAG_NOTE: f"Study **{spec.name}**: {spec.objective} ({spec.direction}) of walk-forwards of {plan.symbol} "
                         f"{plan.start}..{plan.end} (train {plan.train_window}, test {plan.test_window}); "
                         f"searched: {', '.join(spec.space.names())}. Each nested run is a trial."}
@@ -272,11 +275,13 @@ def _result(cache: ModelCache, studies: StudyStore, study: StudyRecord, spec: St
     """Every trial of the study (this call's with what it trained), summarised on the study run
     when this call ended any trial."""
     records = studies.trials(study)
-    trials = tuple(mine.get(r.number) or _trial(spec, r) for r in records)
+    seeds = len(spec.identity["window"]["seeds"])
+    trials = tuple(mine.get(r.number) or _trial(spec, r, seeds=seeds) for r in records)
     counted = [r for r in records if r.counts]
     result = TuneResult(symbol=spec.symbol, study=spec.name, study_run_id=study.run_id, objective=spec.objective,
                         direction=spec.direction, trials=trials, trained=sum(t.trained for t in mine.values()),
-                        n_configs=len({r.config_key for r in counted}), space=spec.space.names())
+                        n_configs=len({r.config_key for r in counted}), space=spec.space.names(),
+                        n_configs_window=len(studies.configs_tried(spec.window_key)))
     if mine:
         from trainkit.search.report import summarize
 

@@ -225,6 +225,16 @@ class StudyStore:
         out = [_trial(r, now) for r in runs if C.TAG_TRIAL_NUMBER in r.data.tags]
         return sorted(out, key=lambda t: (t.number, t.start_time))
 
+    def configs_tried(self, window_key: str) -> set[str]:
+        """The distinct configs (``trainkit.config_key``) of every complete or pruned trial on
+        one symbol and window (``trainkit.window_key``), whichever study ran them."""
+        exp = self._experiment(create=False)
+        if exp is None:
+            return set()
+        runs = self.conn.search([exp], f"tags.`{C.TAG_WINDOW_KEY}` = {C.quote(window_key)}")  # tags have no IN
+        return {r.data.tags[C.TAG_CONFIG_KEY] for r in runs
+                if r.data.tags.get(C.TAG_CONFIG_KEY) and r.data.tags.get(C.TAG_TRIAL_STATE) in ("complete", "pruned")}
+
     # ---- the study's lease: trial numbers are given out under it
     @contextlib.contextmanager
     def claiming(self, study: StudyRecord) -> Iterator[None]:
