@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
 #: ``make test-fast`` (``-m "not slow"``, a couple of minutes) stays fast. ``make test`` runs all.
 FAST_FILES = frozenset({
     "test_architecture.py", "test_contract.py", "test_data.py", "test_env.py", "test_features.py",
-    "test_registries.py", "test_search_space.py", "test_windows.py",
+    "test_registries.py", "test_search_space.py", "test_selection.py", "test_windows.py",
 })
 
 

@@ -89,7 +89,7 @@ def store_exists(tracking_uri: str) -> bool:
 def prepare_tracking(tracking_uri: str, *, create: bool = True) -> None:
     """Make a tracking URI safe to use from many processes, once per process (see the module
     docstring). Also keeps MLflow's "View run … at" lines off stdout, which belongs to the
-    user (``--json`` documents). ``create=False`` (a read): a sqlite store that does not exist
+    user (``--json`` documents), and its artifact progress bars off stderr. ``create=False`` (a read): a sqlite store that does not exist
     is :class:`NoStore` — never created, migrated or locked — and one that exists is used as
     it is (no lock file)."""
     if not create and not store_exists(tracking_uri):
@@ -97,6 +97,7 @@ def prepare_tracking(tracking_uri: str, *, create: bool = True) -> None:
                       "point --tracking-uri / MLFLOW_TRACKING_URI at your store)")
     with _prep_lock:
         settings.MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.set_default("true")
+        settings.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set_default("false")
         if is_remote(tracking_uri):
             settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES.set_default(settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES.default)
             settings.MLFLOW_HTTP_REQUEST_TIMEOUT.set_default(settings.MLFLOW_HTTP_REQUEST_TIMEOUT.default)
