@@ -28,6 +28,7 @@ from trainkit.errors import ConfigError, DataError
 from trainkit.sources import canonical_source, parse_data_source, source_spec
 
 __all__ = [
+    "hyperparam_params",
     "EARLIEST_DATE",
     "FEATURE_CATALOG_SIZE",
     "MIN_WINDOW_DAYS",
@@ -312,14 +313,19 @@ class TrainConfig:
         out: dict[str, str] = {}
         for k, v in self.to_dict().items():
             if k == "hyperparams":
-                for hk, hv in v.items():
-                    out[f"hp.{hk}"] = json.dumps(hv) if isinstance(hv, list) else str(hv)
+                out.update(hyperparam_params(v))
             elif v is not None:
                 out[k] = str(v)
         return out
 
     def run_name(self) -> str:
         return f"{self.symbol}-{self.algo}-{self.config_hash[:8]}"
+
+
+def hyperparam_params(hyperparams: Mapping[str, Any]) -> dict[str, str]:
+    """Hyperparameters as MLflow params, ``hp.<name>`` (a list as JSON): how a training run, a
+    search's trial and a study's best trial show them alike."""
+    return {f"hp.{k}": json.dumps(list(v)) if isinstance(v, (list, tuple)) else str(v) for k, v in hyperparams.items()}
 
 
 def _resolve_hyperparams(algo: str, options: dict[str, Any]) -> dict[str, Any]:

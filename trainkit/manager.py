@@ -155,20 +155,30 @@ class TrainingManager(ModelCache):
         """Search hyperparameters with Optuna, each trial one walk-forward of cached folds
         (:mod:`trainkit.search`): run study ``study`` (default ``<SYMBOL>-<algo>-<train>-<test>``)
         until it holds ``trials`` finished trials. ``space``: a :class:`~trainkit.search.SearchSpace`,
-        a path to a YAML/JSON space file, or ``None`` (the algorithm's default space).
+        a mapping in the space file's form, a path to a YAML/JSON space file, or ``None`` (the
+        algorithm's default space). Bad options are :class:`ConfigError` before anything is read.
         ``options``: the train options of ``get_model``; the searched hyperparameters start from
         them. Returns a :class:`trainkit.search.TuneResult`."""
-        from trainkit.search import check_objective, default_space, load_space, make_spec
+        import os
+        from collections.abc import Mapping
+
+        from trainkit.errors import ConfigError
+        from trainkit.search import SearchSpace, check_options, default_space, load_space, make_spec, parse_space
         from trainkit.search import tune as run_study
         from trainkit.walkforward import plan_walk_forward
 
-        check_objective(objective)
+        check_options(objective=objective, pruner=pruner, sampler_seed=sampler_seed, name=study, trials=trials)
+        algo = str(options.get("algo", "ppo")).lower()
+        if isinstance(space, (str, os.PathLike)):
+            space = load_space(os.fspath(space), algo)
+        elif isinstance(space, Mapping):
+            space = parse_space(space, algo)
+        elif space is not None and not isinstance(space, SearchSpace):
+            raise ConfigError(f"space {space!r} must be a SearchSpace, a mapping or a path to a space file")
         plan = plan_walk_forward(symbol, start, end, train_window, test_window, step, mode, embargo, seeds,
                                  no_fallback=no_fallback, **options)
         if space is None:
             space = default_space(plan.base.algo, plan.base.hyperparams)
-        elif isinstance(space, str):
-            space = load_space(space, plan.base.algo)
         spec = make_spec(plan, space, objective, study, sampler_seed=sampler_seed, pruner=pruner)
         return run_study(self, plan, spec, trials, executor, parallel=parallel, on_trial=on_trial)
 

@@ -292,13 +292,16 @@ WINDOW = Parsed(_window, "window", flag=True)
 _WINDOW_HELP = "a duration (30d, 2w, 6m, 3y) or a number of trading days (126)"
 
 
-def walkforward_options() -> Callable[[Any], Any]:
+def walkforward_options(*, end_required: bool = False) -> Callable[[Any], Any]:
     """The options of a walk-forward (shared by ``walkforward`` and ``tune``): the span, the
-    windows, the seeds and how the folds run (``--workers``, ``--executor``, ``--ray-address``)."""
+    windows, the seeds and how the folds run (``--workers``, ``--executor``, ``--ray-address``).
+    ``end_required``: a study's window is part of what it is, so "today" cannot be its end."""
     options = [
         click.option("--start", type=DATE, required=True, metavar="DATE",
                      help="First day of the first training window: folds are anchored here (YYYY-MM-DD)."),
-        click.option("--end", type=DATE, default=None, metavar="DATE", help="Last day tested (YYYY-MM-DD) [default: today]."),
+        click.option("--end", type=DATE, default=None, required=end_required, metavar="DATE",
+                     help="Last day tested (YYYY-MM-DD)" + (": part of the study's window." if end_required
+                                                            else " [default: today].")),
         click.option("--train-window", type=WINDOW, default="3y", show_default=True, metavar="WINDOW",
                      help=f"Training window: {_WINDOW_HELP}."),
         click.option("--test-window", type=WINDOW, default="6m", show_default=True, metavar="WINDOW",

@@ -376,7 +376,8 @@ def print_tune_dry_run(out: TextIO, docs: Sequence[dict[str, Any]]) -> None:
                        ("backtests cached", "right"), ("would train", "right"))
         for r in d["next"]:
             values = ", ".join(f"{k}={_value(v)}" for k, v in r["params"].items())
-            table.add_row(f"{r['number']}{' (again)' if r['retry'] else ''}", values, str(r["folds"]),
+            note = " (again)" if r["retry"] else ("" if r["exact"] else " (depends on results)")
+            table.add_row(f"{r['number']}{note}", values, str(r["folds"]),
                           str(r["models_cached"]), str(r["backtests_cached"]), str(r["would_train"]))
         print_rich(out, table)
     out.flush()

@@ -30,7 +30,7 @@ __all__ = ["tune"]
 
 @click.command("tune", cls=ListCommand, short_help="Search hyperparameters; every trial is a cached walk-forward.")
 @model_options(windows=False)
-@walkforward_options()
+@walkforward_options(end_required=True)
 @click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
               help="The study's total of finished trials: a rerun adds only what is missing.")
 @click.option("--study", default=None, metavar="NAME",
@@ -69,8 +69,11 @@ def tune(ctx: click.Context, start: str, end: str | None, train_window: str, tes
     """
     from trainkit.executors import make_executor
 
+    from trainkit.search import check_options
+
     settings: Settings = ctx.obj
     symbols, json_mode = opts["symbols"], opts["json_mode"]
+    check_options(objective=objective, pruner=pruner.lower(), sampler_seed=sampler_seed, name=study, trials=trials)
     options = train_options(opts)
     seeds, end = walkforward_span(ctx, options, start, end, seeds)
     specs = _specs(settings, symbols, study, start, end, train_window, test_window, step, mode.lower(), embargo, seeds,
@@ -109,12 +112,11 @@ def tune(ctx: click.Context, start: str, end: str | None, train_window: str, tes
 def _specs(settings: Settings, symbols: tuple[str, ...], study: str | None, *args: Any) -> list[tuple[Any, Any]]:
     """Every symbol's plan and study, checked before anything is trained or written: the
     space, the objective, and a study that exists as a study of something else (reads the store)."""
-    from trainkit.search import check_objective, check_study, default_space, load_space, make_spec
+    from trainkit.search import check_study, default_space, load_space, make_spec
     from trainkit.walkforward import plan_walk_forward
 
     (start, end, train_window, test_window, step, mode, embargo, seeds, space_file, objective, sampler_seed, pruner,
      no_fallback, options, dry_run) = args
-    check_objective(objective)
     space = load_space(space_file, options["algo"]) if space_file else None
     reader = settings.reader()
     out = []

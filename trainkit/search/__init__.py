@@ -9,7 +9,7 @@ API (:mod:`trainkit.store.studies`), so a team shares it with nothing but the ML
   (YAML or JSON) checked before anything runs;
 * :mod:`~trainkit.search.study` — what a study is (its identity), its objectives, and the
   deterministic asks and pruning over Optuna;
-* :mod:`~trainkit.search.tune` — the loop: claim trials, run their folds through the fan-out,
+* :mod:`~trainkit.search.loop` — the loop: claim trials, run their folds through the fan-out,
   record them;
 * :mod:`~trainkit.search.report` — the study run's summary and Optuna's pictures;
 * :mod:`~trainkit.search.result` — what comes back: :class:`Trial`, :class:`TuneResult`.
@@ -21,8 +21,16 @@ from __future__ import annotations
 
 from trainkit.search.result import Trial, TuneResult
 from trainkit.search.space import SearchSpace, default_space, load_space, parse_space
-from trainkit.search.study import OBJECTIVES, PRUNERS, StudySpec, check_objective, default_study_name, make_spec
-from trainkit.search.tune import check_study, preview, tune
+from trainkit.search.study import (
+    OBJECTIVES,
+    PRUNERS,
+    StudySpec,
+    check_objective,
+    check_options,
+    default_study_name,
+    make_spec,
+)
+from trainkit.search.loop import check_study, preview, tune
 
 __all__ = ["OBJECTIVES", "PRUNERS", "SearchSpace", "StudySpec", "Trial", "TuneResult", "check_objective",
-           "check_study", "default_space", "default_study_name", "load_space", "make_spec", "parse_space", "preview", "tune"]
+           "check_options", "check_study", "default_space", "default_study_name", "load_space", "make_spec", "parse_space", "preview", "tune"]

@@ -7,7 +7,6 @@ nothing."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -37,7 +36,7 @@ def pictures(spec: StudySpec, trials: Sequence[TrialRecord], directory: str) -> 
 
     from trainkit.search.study import rebuild
 
-    study = rebuild(spec, [t for t in trials if t.state in ("complete", "pruned")])
+    study = rebuild(spec, [t for t in trials if t.counts])
     out: dict[str, str] = {}
     values = {t.value for t in trials if t.state == "complete" and t.value is not None}
     plots = [(HISTORY_PNG, ovm.plot_optimization_history)]
@@ -62,6 +61,7 @@ def pictures(spec: StudySpec, trials: Sequence[TrialRecord], directory: str) -> 
 def summarize(studies: StudyStore, study: StudyRecord, spec: StudySpec, trials: Sequence[TrialRecord],
               result: TuneResult) -> None:
     """The best trial, the counts and the pictures on the study run."""
+    from trainkit.config import hyperparam_params
     from trainkit.store import contract as C
 
     best = result.best
@@ -75,6 +75,6 @@ def summarize(studies: StudyStore, study: StudyRecord, spec: StudySpec, trials: 
         metrics["best_value"] = float(best.value)  # type: ignore[arg-type]
         metrics[f"best_{spec.objective}"] = float(best.value)  # type: ignore[arg-type]
         tags = {"trainkit.best_trial": str(best.number), C.TAG_WALKFORWARD_RUN_ID: best.walkforward_run_id or ""}
-        params = {k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in best.hyperparams.items()}
+        params = hyperparam_params(best.hyperparams)
     with tempfile.TemporaryDirectory(prefix="trainkit-tune-") as tmp:
         studies.summarize(study, params=params, metrics=metrics, tags=tags, artifacts=pictures(spec, trials, tmp))

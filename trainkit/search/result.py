@@ -28,8 +28,7 @@ class Trial:
     walkforward_run_id: str | None = None
     trained: int = 0
     run_id: str = ""
-    folds: int = 0
-    cached: int = 0
+    cached: int = 0  #: its models this command read from the store (a trial it did not run: all it has)
 
     def to_dict(self) -> dict[str, Any]:
         return {"number": self.number, "state": self.state, "params": dict(self.params), "value": _num(self.value),
@@ -56,7 +55,9 @@ class TuneResult:
 
     @property
     def n_trials(self) -> int:
-        return sum(t.state in ("complete", "pruned") for t in self.trials)
+        from trainkit.store.contract import COUNTED_TRIAL_STATES
+
+        return sum(t.state in COUNTED_TRIAL_STATES for t in self.trials)
 
     @property
     def best(self) -> Trial | None:

@@ -18,7 +18,7 @@ with the defaults that lie inside the space).
 **Pruning** (``--pruner median``): Optuna's ``MedianPruner`` over the running out-of-sample
 value of the earlier trials at the same fold.
 
-Optuna is imported here and in :mod:`trainkit.search.tune` only, when a study runs.
+Optuna is imported here and in :mod:`trainkit.search.loop` only, when a study runs.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainkit.store.studies import TrialRecord
     from trainkit.walkforward import WalkForwardPlan
 
-__all__ = ["OBJECTIVES", "PRUNERS", "StudySpec", "ask_config", "ask_seed", "check_objective", "config_key",
+__all__ = ["OBJECTIVES", "PRUNERS", "STARTUP_TRIALS", "StudySpec", "ask_config", "ask_seed", "check_objective",
+           "check_options", "check_study_name", "config_key",
            "default_study_name", "differences", "identity", "make_spec", "rebuild", "sample", "should_prune"]
 
 #: what ``--objective`` may name: a walk-forward metric and whether higher is better. Metrics that
@@ -53,6 +54,10 @@ OBJECTIVES: Mapping[str, str] = {
 
 #: ``--pruner`` choices
 PRUNERS: tuple[str, ...] = ("none", "median")
+
+#: trials the TPE sampler draws at random before it models the results: their asks do not
+#: depend on any trial's value (what ``--dry-run`` can promise exactly)
+STARTUP_TRIALS = 10
 
 #: asks of one trial number before a duplicate of an earlier trial is accepted as it is
 _DUPLICATE_ASKS = 8
@@ -91,9 +96,12 @@ class StudySpec:
 
     @property
     def window_key(self) -> str:
-        """sha256 of (symbol, window): the configs tried on the same out-of-sample days share it,
-        whichever study tried them (what deflating the best Sharpe for the number of tries counts)."""
-        return _digest({"symbol": self.identity["symbol"], "window": self.identity["window"]})
+        """sha256 of (symbol, data, window): the configs tried on the same out-of-sample days of
+        the same prices share it, whichever study tried them (what deflating the best Sharpe for
+        the number of tries counts)."""
+        opts = self.identity["options"]
+        data = {k: opts.get(k) for k in ("data_source", "csv_sha256", "data_seed")}
+        return _digest({"symbol": self.identity["symbol"], "data": data, "window": self.identity["window"]})
 
 
 def _digest(doc: Any) -> str:
@@ -161,7 +169,7 @@ def rebuild(spec: StudySpec, trials: Sequence[TrialRecord], *, seed: int = 0, be
     optuna = _quiet()
     from optuna.trial import TrialState, create_trial
 
-    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=STARTUP_TRIALS)
     study = optuna.create_study(direction=spec.direction, sampler=sampler)
     dists = spec.space.distributions()
     dims = {d.name: d for d in spec.space.dimensions}
@@ -209,18 +217,44 @@ def make_spec(plan: WalkForwardPlan, space: SearchSpace, objective: str = "sharp
               sampler_seed: int = 0, pruner: str = "none") -> StudySpec:
     """The study of ``plan``'s symbol and window over ``space``: named ``name`` (default
     :func:`default_study_name`), its identity computed here. Checks its arguments (exit 2)."""
+    objective = check_options(objective=objective, pruner=pruner, sampler_seed=sampler_seed, name=name)
+    if space.algo != plan.base.algo:
+        raise ConfigError(f"the search space is for {space.algo}, but the study trains {plan.base.algo}")
+    if objective.startswith("seed_") and len(plan.seeds) < 2:
+        raise ConfigError(f"objective {objective} compares seeds: give at least two (--seeds 0 1 2)")
+    study = check_study_name(name or default_study_name(plan))
+    return StudySpec(name=study, symbol=plan.symbol, space=space, objective=objective, sampler_seed=sampler_seed,
+                     pruner=pruner, identity=identity(plan, space, objective))
+
+
+def check_study_name(name: Any) -> str:
+    """A study name trainkit can store and look up, or :class:`ConfigError`."""
+    from trainkit.store.contract import quote
+
+    text = str(name or "").strip()
+    if not text or len(text) > 200:
+        raise ConfigError(f"study name {name!r} must have 1 to 200 characters")
+    try:
+        quote(text)
+    except ConfigError:
+        raise ConfigError(f"study name {name!r} cannot contain a quote ('), a backslash or a newline") from None
+    return text
+
+
+def check_options(*, objective: Any = "sharpe", pruner: Any = "none", sampler_seed: Any = 0, name: Any = None,
+                  trials: Any = 1) -> str:
+    """Every option of a search that can be checked without I/O (exit 2 before prices are
+    fetched or the store is read); returns the objective's canonical name."""
     objective = check_objective(objective)
     if pruner not in PRUNERS:
         raise ConfigError(f"pruner {pruner!r} is unknown: choose one of {', '.join(PRUNERS)}")
-    if space.algo != plan.base.algo:
-        raise ConfigError(f"the search space is for {space.algo}, but the study trains {plan.base.algo}")
-    study = (name or default_study_name(plan)).strip()
-    if not study or len(study) > 200 or any(c in study for c in "'\\\n"):
-        raise ConfigError(f"study name {name!r} is not usable: use letters, digits, - _ . (at most 200)")
     if isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int) or not 0 <= sampler_seed < 2**31:
         raise ConfigError(f"sampler seed {sampler_seed!r} must be an integer in 0..2147483647")
-    return StudySpec(name=study, symbol=plan.symbol, space=space, objective=objective, sampler_seed=sampler_seed,
-                     pruner=pruner, identity=identity(plan, space, objective))
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"trials {trials!r}: a study needs at least one trial")
+    if name is not None:
+        check_study_name(name)
+    return objective
 
 
 def ask_config(spec: StudySpec, plan: WalkForwardPlan, trials: Sequence[TrialRecord],
@@ -231,9 +265,9 @@ def ask_config(spec: StudySpec, plan: WalkForwardPlan, trials: Sequence[TrialRec
 
     space = spec.space
     defaults = None
-    if number == 0:
-        defaults = {d.name: d.encode(plan.base.hyperparams[d.name]) for d in space.dimensions
-                    if d.contains(plan.base.hyperparams[d.name])}
+    if number == 0:  # the request's own config, as far as it lies inside the space
+        inside = {d.name for d in space.dimensions if d.contains(plan.base.hyperparams[d.name])}
+        defaults = {k: v for k, v in space.from_hyperparams(plan.base.hyperparams).items() if k in inside}
     seen = {json.dumps(dict(t.params), sort_keys=True) for t in trials}
     last: ConfigError | None = None
     rejected = 0

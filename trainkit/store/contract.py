@@ -103,8 +103,10 @@ TAG_TRIAL_RUNNING: Final = "trainkit.trial_running"  #: JSON fold -> running out
 TAG_TRIAL_ATTEMPTS: Final = "trainkit.trial_attempts"  #: how many times the trial was started
 TAG_CONFIG_KEY: Final = "trainkit.config_key"  #: sha256 of a trial's train options (its config without window and seed)
 TAG_WALKFORWARD_RUN_ID: Final = "trainkit.walkforward_run_id"  #: the walk-forward a trial read or created
-#: a trial's states (Optuna's, lower-case); only complete and pruned trials count toward --trials
+#: a trial's states (Optuna's, lower-case)
 TRIAL_STATES: Final = ("running", "complete", "pruned", "fail")
+#: the states that count toward a study's total (--trials); failed trials are taken up again
+COUNTED_TRIAL_STATES: Final = ("complete", "pruned")
 # project runs of `mlflow run` in another experiment (they point at what served them)
 TAG_MODEL_RUN_ID: Final = "trainkit.model_run_id"
 TAG_CACHE_HIT: Final = "trainkit.cache_hit"

@@ -81,7 +81,7 @@ class TrialRecord:
     @property
     def counts(self) -> bool:
         """Does the trial count toward the study's total (``--trials``)?"""
-        return self.state in ("complete", "pruned")
+        return self.state in C.COUNTED_TRIAL_STATES
 
 
 def _trial(run: Any, now: float) -> TrialRecord:
@@ -207,7 +207,9 @@ class StudyStore:
             rid = self.client.create_run(exp, run_name=name, tags=all_tags).info.run_id
             self.client.log_batch(rid, params=as_params(dict(params)))
             self.client.set_terminated(rid, status="FINISHED")
-        time.sleep(0.2)  # let a racing creator's run become visible before deciding who keeps theirs
+        from trainkit import settings
+
+        time.sleep(settings.TRAINKIT_CLAIM_SETTLE.get())  # a racing creator's run becomes visible: then decide
         winner = self.find(name)
         if winner is not None and winner.run_id != rid:
             with contextlib.suppress(Exception):
@@ -233,7 +235,7 @@ class StudyStore:
             return set()
         runs = self.conn.search([exp], f"tags.`{C.TAG_WINDOW_KEY}` = {C.quote(window_key)}")  # tags have no IN
         return {r.data.tags[C.TAG_CONFIG_KEY] for r in runs
-                if r.data.tags.get(C.TAG_CONFIG_KEY) and r.data.tags.get(C.TAG_TRIAL_STATE) in ("complete", "pruned")}
+                if r.data.tags.get(C.TAG_CONFIG_KEY) and r.data.tags.get(C.TAG_TRIAL_STATE) in C.COUNTED_TRIAL_STATES}
 
     # ---- the study's lease: trial numbers are given out under it
     @contextlib.contextmanager

@@ -34,7 +34,16 @@ from typing import TYPE_CHECKING, Any
 
 from trainkit.errors import ConfigError, TrainkitError
 from trainkit.search.result import Trial, TuneResult
-from trainkit.search.study import StudySpec, ask_config, config_key, differences, should_prune
+from trainkit.config import hyperparam_params
+from trainkit.search.study import (
+    STARTUP_TRIALS,
+    StudySpec,
+    ask_config,
+    check_options,
+    config_key,
+    differences,
+    should_prune,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from trainkit.cache import ModelCache
@@ -55,13 +64,16 @@ def check_study(cache: ModelCache | None, spec: StudySpec) -> StudyRecord | None
     from trainkit.store.studies import StudyStore
 
     found = StudyStore(cache.store).find(spec.name)
-    if found is None:
-        return None
+    if found is not None:
+        _same_study(spec, found)
+    return found
+
+
+def _same_study(spec: StudySpec, found: StudyRecord) -> None:
     diff = differences(found.identity, spec.identity)
     if diff:
         raise ConfigError(f"study {spec.name!r} exists with another {', '.join(diff)}: name a new study with --study, "
                           "or run it with its own options")
-    return found
 
 
 @dataclass
@@ -92,19 +104,37 @@ def _claim(studies: StudyStore, study: StudyRecord, spec: StudySpec, plan: WalkF
         if room <= 0:
             return [] if elsewhere and done < total else None
         out: list[_Live] = []
-        for t in [t for t in trials if t.state == "fail"][:min(parallel, room)]:
-            out.append(_Live(studies.restart_trial(study, t), with_hyperparams(plan, spec.space.to_hyperparams(t.params))))
-        number = max((t.number for t in trials), default=-1) + 1
-        while len(out) < min(parallel, room):
-            mine = [lv.run.record for lv in out]
-            params, trial_plan = ask_config(spec, plan, [*trials, *mine], number)
-            hp = spec.space.to_hyperparams(params)
-            run = studies.start_trial(study, number, params, config_key=config_key(trial_plan), window_key=spec.window_key,
-                                      hp_params={f"hp.{k}": json.dumps(v) if isinstance(v, list) else str(v)
-                                                 for k, v in hp.items()})
-            out.append(_Live(run, trial_plan))
-            number += 1
+        try:
+            for t in [t for t in trials if t.state == "fail"][:min(parallel, room)]:
+                out.append(_Live(studies.restart_trial(study, t),
+                                 with_hyperparams(plan, spec.space.to_hyperparams(t.params))))
+            number = max((t.number for t in trials), default=-1) + 1
+            while len(out) < min(parallel, room):
+                params, trial_plan = ask_config(spec, plan, [*trials, *(lv.run.record for lv in out)], number)
+                out.append(_Live(studies.start_trial(
+                    study, number, params, config_key=config_key(trial_plan), window_key=spec.window_key,
+                    hp_params=hyperparam_params(spec.space.to_hyperparams(params))), trial_plan))
+                number += 1
+        except BaseException as exc:  # an interrupt or a bad space half-way: no trial is left running
+            for lv in out:
+                lv.run.fail(_why(exc), interrupted=isinstance(exc, KeyboardInterrupt))
+            raise
         return out
+
+
+def _why(exc: BaseException) -> str:
+    return "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+
+
+def _wait_for_others(studies: StudyStore, study: StudyRecord, total: int) -> None:
+    """Others are running the rest of the total: poll (without the lease, so a long wait leaves
+    no trace in the store) until one of their trials ends or the total is reached."""
+    running = {t.number for t in studies.trials(study) if t.state == "running"}
+    while True:
+        time.sleep(2.0)
+        trials = studies.trials(study)
+        if sum(t.counts for t in trials) >= total or {t.number for t in trials if t.state == "running"} != running:
+            return
 
 
 def _fold_key(task: FoldTask) -> tuple[str, str, str]:
@@ -169,7 +199,9 @@ def _end(cache: ModelCache, spec: StudySpec, lv: _Live) -> Trial:
     from trainkit.walkforward import conclude
 
     if lv.error is not None:
-        lv.run.fail(str(lv.error).splitlines()[0] if str(lv.error) else type(lv.error).__name__)
+        why = str(lv.error).splitlines()[0] if str(lv.error) else type(lv.error).__name__
+        log.error("%s trial %d failed: %s", spec.symbol, lv.run.number, why)
+        lv.run.fail(why)
         rec = lv.run.record
         return Trial(rec.number, "fail", dict(rec.params), spec.space.to_hyperparams(rec.params), trained=lv.trained,
                      run_id=rec.run_id)
@@ -219,38 +251,37 @@ def tune(cache: ModelCache, plan: WalkForwardPlan, spec: StudySpec, n_trials: in
     the study exists as a study of something else."""
     from trainkit.store.studies import StudyStore
 
-    if n_trials < 1:
-        raise ConfigError(f"--trials {n_trials}: a study needs at least one trial")
+    check_options(objective=spec.objective, pruner=spec.pruner, sampler_seed=spec.sampler_seed, trials=n_trials)
     check_study(cache, spec)
     studies = StudyStore(cache.store)
     study = studies.open(spec.name, spec.identity, params=_study_params(plan, spec), tags=_study_tags(plan, spec))
+    _same_study(spec, study)  # another command created it a moment ago, as a study of something else
     width = max(1, parallel or getattr(executor, "workers", 1) or 1)
     mine: dict[int, Trial] = {}
     lives: list[_Live] = []
+    failure: TrainkitError | None = None
     try:
-        while True:
-            lives = _claim(studies, study, spec, plan, n_trials, width) or []
+        while failure is None:
+            lives = _claim(studies, study, spec, plan, n_trials, width)  # type: ignore[assignment]
+            if lives is None:
+                break
             if not lives:
-                if _claim_done(studies, study, n_trials):
-                    break
-                time.sleep(1.0)  # the rest of the total is running elsewhere: wait for it to end
+                _wait_for_others(studies, study, n_trials)
                 continue
             _run_batch(cache, executor, studies, study, spec, lives, on_trial)
             for lv in lives:
                 mine[lv.ended.number] = lv.ended  # type: ignore[union-attr]
+                failure = failure or lv.error  # no new trial after a failure: a rerun takes it up
             lives = []
     except BaseException as exc:
-        for lv in lives:
+        for lv in lives or ():
             if lv.ended is None:
-                lv.run.fail("interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}",
-                            interrupted=isinstance(exc, KeyboardInterrupt))
+                lv.run.fail(_why(exc), interrupted=isinstance(exc, KeyboardInterrupt))
         raise
-    return _result(cache, studies, study, spec, mine)
-
-
-def _claim_done(studies: StudyStore, study: StudyRecord, total: int) -> bool:
-    """Does the study hold its total? (Else the next claim takes up what others left failed.)"""
-    return sum(t.counts for t in studies.trials(study)) >= total
+    result = _result(cache, studies, study, spec, mine)
+    if failure is not None:
+        raise failure  # once what finished is recorded, as a walk-forward raises its first failed fold
+    return result
 
 
 def _study_params(plan: WalkForwardPlan, spec: StudySpec) -> dict[str, str]:
@@ -297,8 +328,7 @@ def preview(cache: ModelCache | None, plan: WalkForwardPlan, spec: StudySpec, n_
     from trainkit.walkforward import dry_run
     from trainkit.walkforward.plan import with_hyperparams
 
-    if n_trials < 1:
-        raise ConfigError(f"--trials {n_trials}: a study needs at least one trial")
+    check_options(objective=spec.objective, pruner=spec.pruner, sampler_seed=spec.sampler_seed, trials=n_trials)
     found = check_study(cache, spec)
     trials = StudyStore(cache.store).trials(found) if (cache is not None and found is not None) else []
     done = sum(t.counts for t in trials)
@@ -312,9 +342,11 @@ def preview(cache: ModelCache | None, plan: WalkForwardPlan, spec: StudySpec, n_
         nexts.append((TrialRecord("", number, "running", params), trial_plan, False))
         number += 1
     rows = []
-    for rec, trial_plan, retry in nexts:
+    for i, (rec, trial_plan, retry) in enumerate(nexts):
         folds = dry_run(cache, trial_plan)
-        rows.append({"number": rec.number, "retry": retry, "params": dict(rec.params),
+        # past the sampler's random start-up, an ask depends on the values of the trials before it
+        exact = retry or i == 0 or rec.number < STARTUP_TRIALS
+        rows.append({"number": rec.number, "retry": retry, "params": dict(rec.params), "exact": exact,
                      "folds": len(folds), "models_cached": sum(r["cached"] for r in folds),
                      "backtests_cached": sum(r["backtest_cached"] for r in folds),
                      "would_train": sum(not r["cached"] for r in folds)})
