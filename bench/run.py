@@ -4,7 +4,8 @@ processes, executors, walk-forward and the timings that used to be asserted in t
 Speed targets are checked here, never by timed unit tests. Rows are (name, value, note); ratios
 are computed within this one run, since the machine is noisy. ``python bench/run.py [SECTION …]``
 runs only the named sections (``data training miss store process timings executors
-walkforward``); ``make bench`` runs them all (about 15 minutes on 2 idle cores).
+walkforward tune``); ``make bench`` runs them all (about 15 minutes on 2 idle cores,
+plus about 10 for tune).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def whole_miss(sb3_steps_per_s: float, timesteps: int = 100_000) -> list[Row]:
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("TRAINKIT_CACHE_DIR", tempfile.mkdtemp(prefix="tk-bench-cache-"))
-    wanted = set(argv) or {"data", "training", "miss", "store", "process", "timings", "executors", "walkforward"}
+    wanted = set(argv) or {"data", "training", "miss", "store", "process", "timings", "executors", "walkforward",
+                          "tune"}
     rows: list[Row] = []
     t0 = time.perf_counter()
     if "data" in wanted:
@@ -98,6 +100,10 @@ def main(argv: list[str]) -> int:
         import bench_walkforward
 
         rows += bench_walkforward.run()
+    if "tune" in wanted:
+        import bench_tune
+
+        rows += bench_tune.run()
     width = max(len(r[0]) for r in rows)
     print(f"\n{'benchmark':<{width}}  {'value':>18}  note")
     print("-" * (width + 40))

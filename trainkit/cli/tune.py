@@ -68,8 +68,7 @@ def tune(ctx: click.Context, start: str, end: str | None, train_window: str, tes
           --train-window 3y --test-window 6m --trials 40 --workers 2
     """
     from trainkit.executors import make_executor
-
-    from trainkit.search import check_options
+    from trainkit.search import check_options, remaining
 
     settings: Settings = ctx.obj
     symbols, json_mode = opts["symbols"], opts["json_mode"]
@@ -82,7 +81,11 @@ def tune(ctx: click.Context, start: str, end: str | None, train_window: str, tes
         if dry_run:
             _dry_run(settings, specs, trials, out, json_mode)
             return
-        runner = make_executor(executor, workers=max(1, workers), verbose=settings.verbose, address=ray_address)
+        # a rerun of complete studies starts no worker pool (it would outlive the command, holding its output open)
+        reader = settings.reader()
+        busy = any(remaining(reader, spec, trials) for _plan, spec in specs)
+        runner = make_executor(executor, workers=max(1, workers) if busy else 1, verbose=settings.verbose,
+                               address=ray_address)
         manager = settings.manager()
         docs: list[dict[str, Any]] = []
         codes: list[int] = []

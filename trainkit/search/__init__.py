@@ -30,7 +30,7 @@ from trainkit.search.study import (
     default_study_name,
     make_spec,
 )
-from trainkit.search.loop import check_study, preview, tune
+from trainkit.search.loop import check_study, preview, remaining, tune
 
 __all__ = ["OBJECTIVES", "PRUNERS", "SearchSpace", "StudySpec", "Trial", "TuneResult", "check_objective",
-           "check_options", "check_study", "default_space", "default_study_name", "load_space", "make_spec", "parse_space", "preview", "tune"]
+           "check_options", "check_study", "default_space", "default_study_name", "load_space", "make_spec", "parse_space", "preview", "remaining", "tune"]

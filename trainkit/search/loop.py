@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("trainkit")
 
-__all__ = ["check_study", "preview", "tune"]
+__all__ = ["check_study", "preview", "remaining", "tune"]
 
 def check_study(cache: ModelCache | None, spec: StudySpec) -> StudyRecord | None:
     """The stored study named ``spec.name``, or ``None``; :class:`ConfigError` (exit 2) when it
@@ -67,6 +67,18 @@ def check_study(cache: ModelCache | None, spec: StudySpec) -> StudyRecord | None
     if found is not None:
         _same_study(spec, found)
     return found
+
+
+def remaining(cache: ModelCache | None, spec: StudySpec, n_trials: int) -> int:
+    """How many trials the study still lacks of ``n_trials`` (counting what runs elsewhere as
+    done). Reads only; ``cache=None``: there is no store."""
+    from trainkit.store.studies import StudyStore
+
+    found = check_study(cache, spec)
+    if cache is None or found is None:
+        return n_trials
+    trials = StudyStore(cache.store).trials(found)
+    return max(0, n_trials - sum(t.counts or t.state == "running" for t in trials))
 
 
 def _same_study(spec: StudySpec, found: StudyRecord) -> None:
