@@ -91,6 +91,34 @@ def _table(*columns: tuple[str, str]) -> Any:
 
 
 # ----------------------------------------------------------------------------- train rows
+def per_symbol(out: TextIO, items: Sequence[Any], symbol_of: Callable[[Any], str], run: Callable[[Any], Any],
+               render: Callable[[TextIO, Any], None], *, json_mode: bool, verbose: int = 0) -> int:
+    """``run(item)`` for each symbol's item (a walk-forward, a study): a trainkit error becomes
+    that symbol's error row and one line on stderr, and the others go on; each result is
+    printed with ``render`` as it comes (``--json``: one list at the end, ``to_dict()`` each).
+    Returns the exit code, the worst of the symbols'."""
+    from trainkit.errors import TrainkitError
+
+    docs: list[dict[str, Any]] = []
+    codes: list[int] = [0]
+    for item in items:
+        symbol = symbol_of(item)
+        try:
+            res = run(item)
+        except TrainkitError as exc:
+            docs.append(error_row(symbol, exc, verbose))
+            codes.append(exc.exit_code)
+            if not json_mode:
+                sys.stderr.write(f"error: {symbol}: {docs[-1]['error']}\n")
+            continue
+        docs.append(res.to_dict())
+        if not json_mode:
+            render(out, res)
+    if json_mode:
+        emit_json(out, docs)
+    return max(codes)
+
+
 def result_row(res: Any) -> dict[str, Any]:
     """A ``train --json`` row: symbol, status (cached|trained|fallback), model_uri, run_id,
     config_hash, seconds, data_source, fallback_reason."""

@@ -22,8 +22,7 @@ from trainkit.cli.options import (
     walkforward_options,
     walkforward_span,
 )
-from trainkit.cli.output import emit_json, error_row, print_tune, print_tune_dry_run, stdout_for
-from trainkit.errors import TrainkitError
+from trainkit.cli.output import emit_json, per_symbol, print_tune, print_tune_dry_run, stdout_for
 
 __all__ = ["tune"]
 
@@ -87,29 +86,18 @@ def tune(ctx: click.Context, start: str, end: str | None, train_window: str, tes
         runner = make_executor(executor, workers=max(1, workers) if busy else 1, verbose=settings.verbose,
                                address=ray_address)
         manager = settings.manager()
-        docs: list[dict[str, Any]] = []
-        codes: list[int] = []
         from trainkit.search import tune as run_study
 
+        def run(item: tuple[Any, Any]) -> Any:
+            plan, spec = item
+            return run_study(manager, plan, spec, trials, runner, parallel=max(1, workers),
+                             on_trial=None if json_mode else _progress(spec.symbol))
+
         with runner:
-            for plan, spec in specs:
-                try:
-                    res = run_study(manager, plan, spec, trials, runner, parallel=max(1, workers),
-                                    on_trial=None if json_mode else _progress(spec.symbol))
-                except TrainkitError as exc:
-                    docs.append(error_row(plan.symbol, exc, settings.verbose))
-                    codes.append(exc.exit_code)
-                    if not json_mode:
-                        sys.stderr.write(f"error: {plan.symbol}: {docs[-1]['error']}\n")
-                    continue
-                docs.append(res.to_dict())
-                codes.append(EXIT_OK)
-                if not json_mode:
-                    print_tune(out, res)
-        if json_mode:
-            emit_json(out, docs)
-    if any(codes):
-        raise click.exceptions.Exit(max(codes))
+            code = per_symbol(out, specs, lambda item: item[1].symbol, run, print_tune, json_mode=json_mode,
+                              verbose=settings.verbose)
+    if code != EXIT_OK:
+        raise click.exceptions.Exit(code)
 
 
 def _specs(settings: Settings, symbols: tuple[str, ...], study: str | None, *args: Any) -> list[tuple[Any, Any]]:

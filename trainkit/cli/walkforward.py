@@ -6,7 +6,6 @@ Only click and trainkit's stdlib-only modules at import time: ``trainkit --help`
 
 from __future__ import annotations
 
-import sys
 from typing import Any, TextIO
 
 import click
@@ -23,13 +22,12 @@ from trainkit.cli.options import (
 )
 from trainkit.cli.output import (
     emit_json,
-    error_row,
     fold_progress,
+    per_symbol,
     print_walkforward,
     print_walkforward_dry_run,
     stdout_for,
 )
-from trainkit.errors import TrainkitError
 
 __all__ = ["walkforward"]
 
@@ -81,27 +79,12 @@ def walkforward(ctx: click.Context, start: str, end: str | None, train_window: s
             _dry_run(settings, plans, out, json_mode)
             return
         manager = settings.manager()
-
-        docs: list[dict[str, Any]] = []
-        codes: list[int] = []
         with runner:  # Ray: one connection for every symbol's plan
-            for plan in plans:
-                try:
-                    wf = _run(manager, plan, runner, force=force, no_fallback=no_fallback, show=not json_mode)
-                except TrainkitError as exc:
-                    docs.append(error_row(plan.symbol, exc, settings.verbose))
-                    codes.append(exc.exit_code)
-                    if not json_mode:
-                        sys.stderr.write(f"error: {plan.symbol}: {docs[-1]['error']}\n")
-                    continue
-                docs.append(wf.to_dict())
-                codes.append(EXIT_OK)
-                if not json_mode:
-                    print_walkforward(out, wf)
-        if json_mode:
-            emit_json(out, docs)
-    if any(codes):
-        raise click.exceptions.Exit(max(codes))
+            code = per_symbol(out, plans, lambda p: p.symbol,
+                              lambda p: _run(manager, p, runner, force=force, no_fallback=no_fallback, show=not json_mode),
+                              print_walkforward, json_mode=json_mode, verbose=settings.verbose)
+    if code != EXIT_OK:
+        raise click.exceptions.Exit(code)
 
 
 def _run(manager: Any, plan: Any, executor: Any, *, force: bool, no_fallback: bool, show: bool) -> Any:
