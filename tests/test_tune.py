@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 from support import copy_sqlite_store
+from test_walkforward import cli  # noqa: F401  (fixture: the CLI in-process, (code, out, err))
 
 SYMBOL = "TUNA"
 N = 2  #: the module study's trials
@@ -190,27 +190,6 @@ def store(tuned: Tuned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.chdir(tmp_path / "store")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """The CLI in-process: ``(exit code, stdout, stderr)``."""
-    from trainkit.cli import run
-
-    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "WARNING")
-
-    def call(*args: str):
-        capsys.readouterr()
-        code = run([str(a) for a in args])
-        cap = capsys.readouterr()
-        return code, cap.out, cap.err
-
-    yield call
-    logger = logging.getLogger("trainkit")
-    for h in [h for h in logger.handlers if getattr(h, "_trainkit_cli", False)]:
-        logger.removeHandler(h)
-    logger.propagate = True
-    logger.setLevel(logging.NOTSET)
 
 
 def _summary(trials: Any) -> list[tuple]:

@@ -308,9 +308,8 @@ class StudyStore:
         """The best trial and the counts on the study run (latest values win), and pictures."""
         from trainkit.store.runs import as_metrics
 
+        best = {f"best.{k}": v for k, v in params.items()}  # params are write-once in MLflow: the best moves, so tags
         with self.conn.errors("summarising the study"):
-            self.client.log_batch(study.run_id, metrics=as_metrics(dict(metrics)), tags=_tags(tags))
-            for k, v in params.items():  # params are write-once in MLflow: the best moves, so tags
-                self.client.set_tag(study.run_id, f"best.{k}", v)
+            self.client.log_batch(study.run_id, metrics=as_metrics(dict(metrics)), tags=_tags({**tags, **best}))
             for path in artifacts.values():
                 self.client.log_artifact(study.run_id, path)
