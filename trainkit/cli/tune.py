@@ -74,14 +74,14 @@ def tune(ctx: click.Context, start: str, end: str | None, train_window: str, tes
     check_options(objective=objective, pruner=pruner.lower(), sampler_seed=sampler_seed, name=study, trials=trials)
     options = train_options(opts)
     seeds, end = walkforward_span(ctx, options, start, end, seeds)
-    specs = _specs(settings, symbols, study, start, end, train_window, test_window, step, mode.lower(), embargo, seeds,
+    reader = settings.reader()  # one store connection for every read before the run (None: no store yet)
+    specs = _specs(reader, symbols, study, start, end, train_window, test_window, step, mode.lower(), embargo, seeds,
                    space_file, objective, sampler_seed, pruner.lower(), opts["no_fallback"], options, dry_run)
     with stdout_for(json_mode) as out:
         if dry_run:
-            _dry_run(settings, specs, trials, out, json_mode)
+            _dry_run(reader, specs, trials, out, json_mode)
             return
         # a rerun of complete studies starts no worker pool (it would outlive the command, holding its output open)
-        reader = settings.reader()
         busy = any(remaining(reader, spec, trials) for _plan, spec in specs)
         runner = make_executor(executor, workers=max(1, workers) if busy else 1, verbose=settings.verbose,
                                address=ray_address)
@@ -100,7 +100,7 @@ def tune(ctx: click.Context, start: str, end: str | None, train_window: str, tes
         raise click.exceptions.Exit(code)
 
 
-def _specs(settings: Settings, symbols: tuple[str, ...], study: str | None, *args: Any) -> list[tuple[Any, Any]]:
+def _specs(reader: Any, symbols: tuple[str, ...], study: str | None, *args: Any) -> list[tuple[Any, Any]]:
     """Every symbol's plan and study, checked before anything is trained or written: the
     space, the objective, and a study that exists as a study of something else (reads the store)."""
     from trainkit.search import check_study, default_space, load_space, make_spec
@@ -109,7 +109,6 @@ def _specs(settings: Settings, symbols: tuple[str, ...], study: str | None, *arg
     (start, end, train_window, test_window, step, mode, embargo, seeds, space_file, objective, sampler_seed, pruner,
      no_fallback, options, dry_run) = args
     space = load_space(space_file, options["algo"]) if space_file else None
-    reader = settings.reader()
     out = []
     for sym in symbols:
         plan = plan_walk_forward(sym, start, end, train_window, test_window, step, mode, embargo, seeds,
@@ -131,10 +130,9 @@ def _progress(symbol: str) -> Any:
     return on_trial
 
 
-def _dry_run(settings: Settings, specs: list[tuple[Any, Any]], trials: int, out: TextIO, json_mode: bool) -> None:
+def _dry_run(reader: Any, specs: list[tuple[Any, Any]], trials: int, out: TextIO, json_mode: bool) -> None:
     from trainkit.search import preview
 
-    reader = settings.reader()
     docs = [preview(reader, plan, spec, trials) for plan, spec in specs]
     if json_mode:
         emit_json(out, docs)
