@@ -104,8 +104,6 @@ def _claim(studies: StudyStore, study: StudyRecord, spec: StudySpec, plan: WalkF
            parallel: int) -> list[_Live] | None:
     """Up to ``parallel`` trials for this process (``[]``: others are running the rest; wait),
     or ``None`` when the study holds its total."""
-    from trainkit.walkforward.plan import with_hyperparams
-
     if sum(t.counts for t in studies.trials(study)) >= total:
         return None  # the study holds its total: nothing to claim, so no lease is taken (a rerun writes nothing)
     with studies.claiming(study):
@@ -117,21 +115,35 @@ def _claim(studies: StudyStore, study: StudyRecord, spec: StudySpec, plan: WalkF
             return [] if elsewhere and done < total else None
         out: list[_Live] = []
         try:
-            for t in [t for t in trials if t.state == "fail"][:min(parallel, room)]:
-                out.append(_Live(studies.restart_trial(study, t),
-                                 with_hyperparams(plan, spec.space.to_hyperparams(t.params))))
-            number = max((t.number for t in trials), default=-1) + 1
-            while len(out) < min(parallel, room):
-                params, trial_plan = ask_config(spec, plan, [*trials, *(lv.run.record for lv in out)], number)
-                out.append(_Live(studies.start_trial(
-                    study, number, params, config_key=config_key(trial_plan), window_key=spec.window_key,
-                    hp_params=hyperparam_params(spec.space.to_hyperparams(params))), trial_plan))
-                number += 1
+            for rec, trial_plan, again in _next_trials(spec, plan, trials, min(parallel, room)):
+                run = studies.restart_trial(study, rec) if again else studies.start_trial(
+                    study, rec.number, rec.params, config_key=config_key(trial_plan), window_key=spec.window_key,
+                    hp_params=hyperparam_params(spec.space.to_hyperparams(rec.params)))
+                out.append(_Live(run, trial_plan))
         except BaseException as exc:  # an interrupt or a bad space half-way: no trial is left running
             for lv in out:
                 lv.run.fail(_why(exc), interrupted=isinstance(exc, KeyboardInterrupt))
             raise
         return out
+
+
+def _next_trials(spec: StudySpec, plan: WalkForwardPlan, trials: Sequence[TrialRecord],
+                 room: int) -> list[tuple[TrialRecord, WalkForwardPlan, bool]]:
+    """The next ``room`` trials and their plans: failed ones again, in place (``True``), then new
+    asks, each seeing the ones before it as running (the constant liar's input). The one rule
+    of what comes next, for a run and for ``--dry-run`` alike."""
+    from trainkit.store.studies import TrialRecord
+    from trainkit.walkforward.plan import with_hyperparams
+
+    out = [(TrialRecord(t.run_id, t.number, "running", t.params, running=t.running, config_key=t.config_key),
+            with_hyperparams(plan, spec.space.to_hyperparams(t.params)), True)
+           for t in [t for t in trials if t.state == "fail"][:room]]
+    number = max((t.number for t in trials), default=-1) + 1
+    while len(out) < room:
+        params, trial_plan = ask_config(spec, plan, [*trials, *(o[0] for o in out)], number)
+        out.append((TrialRecord("", number, "running", params), trial_plan, False))
+        number += 1
+    return out
 
 
 def _why(exc: BaseException) -> str:
@@ -336,23 +348,15 @@ def preview(cache: ModelCache | None, plan: WalkForwardPlan, spec: StudySpec, n_
     """What ``tune`` would do next (``--dry-run``): the trials it would run — failed ones taken
     up again, then new asks of an in-memory copy of the study — and what of each is cached.
     Reads only: creates no study, no trial, no run. ``cache=None``: there is no store."""
-    from trainkit.store.studies import StudyStore, TrialRecord
+    from trainkit.store.studies import StudyStore
     from trainkit.walkforward import dry_run
-    from trainkit.walkforward.plan import with_hyperparams
 
     check_options(objective=spec.objective, pruner=spec.pruner, sampler_seed=spec.sampler_seed, trials=n_trials)
     found = check_study(cache, spec)
     trials = StudyStore(cache.store).trials(found) if (cache is not None and found is not None) else []
     done = sum(t.counts for t in trials)
     room = max(0, n_trials - done - sum(t.state == "running" for t in trials))
-    nexts: list[tuple[TrialRecord, WalkForwardPlan, bool]] = []
-    for t in [t for t in trials if t.state == "fail"][:room]:
-        nexts.append((t, with_hyperparams(plan, spec.space.to_hyperparams(t.params)), True))
-    number = max((t.number for t in trials), default=-1) + 1
-    while len(nexts) < room:
-        params, trial_plan = ask_config(spec, plan, [*trials, *(n[0] for n in nexts)], number)
-        nexts.append((TrialRecord("", number, "running", params), trial_plan, False))
-        number += 1
+    nexts = _next_trials(spec, plan, trials, room)
     rows = []
     for i, (rec, trial_plan, retry) in enumerate(nexts):
         folds = dry_run(cache, trial_plan)
