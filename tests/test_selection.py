@@ -264,3 +264,37 @@ def test_bad_input_is_a_one_line_config_error(call, message: str) -> None:
         call()
     assert "\n" not in str(info.value)
     assert info.value.exit_code == 2
+
+
+# ----------------------------------------------------------------------------- what is counted
+def _wf_params(**over: str) -> dict[str, str]:
+    """The params of a walk-forward parent run (WalkForwardPlan.params), as MLflow stores them."""
+    base = {"symbol": "AAPL", "start": "2015-01-01", "end": "2019-12-31", "anchor": "2015-01-01",
+            "train_window": "2y", "test_window": "1y", "step": "1y", "mode": "sliding", "embargo": "0d",
+            "seeds": "0", "n_folds": "3", "feature_count": "21", "data_source": "synthetic", "data_seed": "0",
+            "algo": "ppo", "timesteps": "20000", "cost_bps": "5.0", "allow_short": "True", "episode_length": "252",
+            "hp.learning_rate": "0.0003", "schema_version": "1"}
+    return {**base, **over}
+
+
+def test_a_config_is_every_train_option_and_the_seeds_but_not_the_window() -> None:
+    from trainkit.walkforward.evidence import config_key
+
+    same = config_key(_wf_params())
+    assert config_key(_wf_params(end="2021-12-31", n_folds="5", anchor="2015-01-05")) == same
+    for other in ({"hp.learning_rate": "0.001"}, {"seeds": "1"}, {"seeds": "0,1"}, {"timesteps": "8000"},
+                  {"cost_bps": "10.0"}):
+        assert config_key(_wf_params(**other)) != same, other
+
+
+def test_a_window_is_the_symbol_the_data_and_the_days_not_the_config() -> None:
+    from trainkit.walkforward.evidence import window_key
+
+    same = window_key(_wf_params(), "synthetic")
+    assert window_key(_wf_params(**{"hp.learning_rate": "0.001", "seeds": "1", "timesteps": "8000"}),
+                      "synthetic") == same
+    for other in ({"symbol": "MSFT"}, {"end": "2020-12-31"}, {"start": "2015-02-01"}, {"train_window": "3y"},
+                  {"test_window": "6m"}, {"step": "6m"}, {"mode": "expanding"}, {"embargo": "5d"},
+                  {"data_seed": "1"}, {"data_source": "yfinance"}, {"csv_sha256": "ab" * 32}):
+        assert window_key(_wf_params(**other), "synthetic") != same, other
+    assert window_key(_wf_params(), "yfinance") != same  # prices that fell back are other data

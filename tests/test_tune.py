@@ -38,7 +38,7 @@ STUDY = f"{SYMBOL}-ppo-1y-6m"  # the default study name
 FOLDS = 2
 
 TRIAL_KEYS = {"number", "state", "params", "value", "walkforward_run_id", "trained"}
-BEST_KEYS = {"number", "params", "value", "walkforward_run_id"}
+BEST_KEYS = {"number", "params", "value", "walkforward_run_id", "deflated_sharpe", "pbo", "n_configs", "selection"}
 
 
 def tune_args(*symbols: str, end: str = END, timesteps: int = 1000, hp: list[str] | None = None) -> list[str]:
@@ -135,6 +135,9 @@ def check_json_shape(doc: Any, symbols: list[str]) -> None:
         assert isinstance(d["n_trials"], int) and isinstance(d["trained"], int)
         assert isinstance(d["best"]["number"], int) and isinstance(d["best"]["value"], float)
         assert isinstance(d["best"]["params"], dict) and isinstance(d["best"]["walkforward_run_id"], str)
+        # the best trial's selection evidence, counted over every config tried on the window
+        assert 0.0 <= d["best"]["deflated_sharpe"] <= 1.0 and d["best"]["n_configs"] >= d["n_configs"]
+        assert d["best"]["selection"]["walkforward_run_id"] == d["best"]["walkforward_run_id"]
         assert [t["number"] for t in d["trials"]] == sorted(t["number"] for t in d["trials"])
 
 
@@ -220,8 +223,12 @@ def test_rerunning_the_same_tune_trains_nothing_and_creates_no_run_and_no_trial(
     assert [(t["number"], t["state"], t["params"], t["value"], t["walkforward_run_id"]) for t in row["trials"]] == [
         (t.number, t.state, t.params, pytest.approx(t.value, rel=1e-12), t.walkforward_run_id) for t in tuned.result.trials]
     best = tuned.result.best
-    assert row["best"] == {"number": best.number, "params": best.params, "value": pytest.approx(best.value, rel=1e-12),
-                           "walkforward_run_id": best.walkforward_run_id}
+    assert {k: row["best"][k] for k in ("number", "params", "value", "walkforward_run_id")} == {
+        "number": best.number, "params": best.params, "value": pytest.approx(best.value, rel=1e-12),
+        "walkforward_run_id": best.walkforward_run_id}
+    # the selection evidence of the rerun is the first run's: nothing was tried on the window since
+    assert (row["best"]["deflated_sharpe"], row["best"]["n_configs"]) == (
+        pytest.approx(tuned.result.evidence.deflated_sharpe, rel=1e-12), tuned.result.evidence.n_configs)
     assert all_runs(store) == before and experiments(store) == exps
     assert len(trial_runs(store)) == N
     assert study_state(store, tuned.result.study_run_id) == logged  # nothing logged on the study run either

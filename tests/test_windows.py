@@ -21,6 +21,7 @@ from trainkit.walkforward.windows import (
     Window,
     add_months,
     fold_windows,
+    latest_train_window,
     parse_window,
 )
 
@@ -136,6 +137,20 @@ def test_no_test_day_is_on_or_before_its_folds_last_training_day(mode, train, te
 
 
 # ============================================================================ calendar arithmetic
+def test_the_latest_train_window_is_the_fold_a_later_end_adds_next() -> None:
+    """What ``promote`` trains the chosen config on: the grid's last train window ending by the
+    end — with the step equal to the test window, the next fold of a longer walk-forward."""
+    assert latest_train_window(BDAYS, "2012-01-01", "2016-12-31", W("3y"), W("6m")) == ("2014-01-01", "2016-12-31")
+    later, _ = fold_windows(BDAYS, "2012-01-01", "2017-06-30", W("3y"), W("6m"))
+    assert (later[-1].train_start, later[-1].train_end) == ("2014-01-01", "2016-12-31")
+    # an end inside a step: the last window that fits, never one past the end
+    assert latest_train_window(BDAYS, "2012-01-01", "2016-11-15", W("3y"), W("6m")) == ("2013-07-01", "2016-06-30")
+    assert latest_train_window(BDAYS, "2012-01-01", "2016-12-31", W("3y"), W("6m"), "expanding") == (
+        "2012-01-01", "2016-12-31")
+    with pytest.raises(ConfigError, match="no training window"):
+        latest_train_window(BDAYS, "2012-01-01", "2013-12-31", W("3y"), W("6m"))
+
+
 def test_month_arithmetic_clips_to_month_ends() -> None:
     assert add_months(d("2012-01-31"), 1) == d("2012-02-29")  # a leap year
     assert add_months(d("2013-01-31"), 1) == d("2013-02-28")

@@ -13,13 +13,17 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainkit.cache import ModelCache, ModelOutcome, ModelRequest, ModelResult, outcome
 from trainkit.config import TrainConfig, parse_bool, parse_older_than
 from trainkit.explain import ConfigDiff, Explanation, NearMiss, NotServed
 from trainkit.explain import explain as _explain
 from trainkit.store import CachedModel, ModelStatus, check_config_hash
+
+if TYPE_CHECKING:  # pragma: no cover
+    from trainkit.promotion import Promotion
+    from trainkit.store.promotions import AliasMove
 
 log = logging.getLogger("trainkit")
 
@@ -246,6 +250,34 @@ class TrainingManager(ModelCache):
         if not dry_run and remove:
             self.delete(remove, purge=purge)
         return remove
+
+    # ------------------------------------------------------------------ promotion
+    def promote(self, symbol: str, *, study: str | None = None, walkforward_run_id: str | None = None,
+                alias: str | None = None, min_dsr: float | None = None, max_pbo: float | None = None,
+                name: str | None = None, dry_run: bool = False) -> Promotion:
+        """Promote the best walk-forward of ``study`` (or ``walkforward_run_id``) to
+        ``models:/<name>@<alias>`` when its deflated Sharpe (over every config tried on its
+        window, counted now) is at least ``min_dsr`` and, given ``max_pbo``, its PBO at most
+        that. A refusal is *returned* (``promoted=False`` and the reason), not raised. Defaults:
+        alias ``champion``, ``min_dsr`` 0.95 (:mod:`trainkit.promotion`)."""
+        from trainkit.promotion import DEFAULT_ALIAS, DEFAULT_MIN_DSR, Gates, promote
+
+        gates = Gates(DEFAULT_MIN_DSR if min_dsr is None else min_dsr, max_pbo)
+        return promote(self, symbol, study=study, walkforward_run_id=walkforward_run_id, alias=alias or DEFAULT_ALIAS,
+                       gates=gates, name=name, dry_run=dry_run)
+
+    def rollback(self, name: str, alias: str | None = None) -> AliasMove:
+        """Point ``alias`` (default ``champion``) back at the version it had before the last
+        promotion, recorded."""
+        from trainkit.promotion import DEFAULT_ALIAS, rollback
+
+        return rollback(self, name, alias or DEFAULT_ALIAS)
+
+    def promotion_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
+        """Every recorded alias move of registered model ``name``, oldest first."""
+        from trainkit.promotion import history
+
+        return history(self, name, alias)
 
     # ------------------------------------------------------------------ registry
     def register(self, model_uri: str, name: str | None = None, alias: str | None = None) -> tuple[str, str]:

@@ -179,6 +179,10 @@ TRAINKIT_REGISTERED_NAME: Setting[str] = Setting(
 # ------------------------------------------------------------------------ MLflow's, set or read
 MLFLOW_TRACKING_URI: Setting[str | None] = Setting(
     "MLFLOW_TRACKING_URI", str, None, "MLflow tracking URI (default: sqlite:///mlflow.db in the working directory)")
+MLFLOW_REGISTRY_URI: Setting[str | None] = Setting(
+    "MLFLOW_REGISTRY_URI", str, None, "MLflow model registry URI (default: the tracking URI)")
+MLFLOW_TRACKING_USERNAME: Setting[str | None] = Setting(
+    "MLFLOW_TRACKING_USERNAME", str, None, "the tracking server's user (recorded as who promoted a model)")
 MLFLOW_RUN_ID: Setting[str | None] = Setting(
     "MLFLOW_RUN_ID", str, None, "the project run `mlflow run` started (trainkit records what served it)")
 MLFLOW_HTTP_REQUEST_MAX_RETRIES: Setting[int] = Setting(
@@ -198,7 +202,7 @@ MLFLOW_LOGGING_LEVEL: Setting[str] = Setting(
 ALL: tuple[Setting[Any], ...] = (
     TRAINKIT_CACHE_DIR, TRAINKIT_YF_TIMEOUT, TRAINKIT_YF_PROXY, TRAINKIT_HEARTBEAT, TRAINKIT_STALE_AFTER, TRAINKIT_CLAIM_SETTLE,
     TRAINKIT_SERVER_RETRY_S, TRAINKIT_REGISTERED_NAME,
-    MLFLOW_TRACKING_URI, MLFLOW_RUN_ID, MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT,
+    MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_USERNAME, MLFLOW_RUN_ID, MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT,
     MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT, MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR, MLFLOW_LOGGING_LEVEL,
 )
 

@@ -75,7 +75,20 @@ def signal_for_day(
     fetch, last = _prices(config, source, s, d, no_fallback, warn)
     start = last if position is not None else s
     rows = _walk(model, spec, config, fetch, start, position)
-    return _answer(uri, config, fetch, rows, warnings)
+    return {**_answer(uri, config, fetch, rows, warnings),
+            "promotion": _standing(store or default_store(tracking_uri), uri, bundle.registered_version)}
+
+
+def _standing(store: Any, uri: str, label: str | None) -> dict[str, Any] | None:
+    """For ``models:/<name>@<alias>``: since when the alias points at its version and on what
+    evidence (:meth:`trainkit.store.promotions.Promotions.standing`); ``None`` for other URIs."""
+    from trainkit.store.contract import parse_model_uri
+    from trainkit.store.promotions import Promotions
+
+    parsed = parse_model_uri(uri)
+    if parsed.kind != "alias" or not label:
+        return None
+    return Promotions(store).standing(parsed.name, parsed.alias, label.rsplit("/", 1)[1])
 
 
 def _checked_request(

@@ -132,7 +132,8 @@ def cli(ctx: click.Context, tracking_uri: str | None, experiment: str, verbose: 
       trainkit backtest --model-uri runs:/<run_id>/model --start 2023-01-01 --end 2023-12-31
       trainkit clear --symbol AAPL --older-than 30d
 
-    Exit codes: 0 ok, 1 runtime failure, 2 invalid command line or values, 130 interrupted.
+    Exit codes: 0 ok, 1 runtime failure, 2 invalid command line or values, 3 `promote` refused
+    by a gate (nothing changed), 130 interrupted.
     """
     state.tracking_uri = tracking_uri or None
     state.experiment = experiment

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import click
 
 from trainkit.cli.exit import EXIT_RUNTIME
+from trainkit.store import contract as C
 
 __all__ = [
     "STATUS_TEXT", "created_text", "emit_json", "error_row", "fold_progress", "one_line", "print_backtest",
@@ -269,6 +270,16 @@ def print_signal(out: TextIO, doc: dict[str, Any], one_step: bool) -> None:
     how = (f"one step from {_position(doc['start_position'])}" if one_step
            else f"walked from {doc['walk_start']} (flat), {doc['days']} trading days")
     out.write(f"  model {doc['model_uri']}; {how}; prices: {source}\n")
+    st = doc.get("promotion")
+    if st:
+        ev = st["evidence"]
+        where = f"  {st['alias']} is version {st['version']}"
+        where += (f" since {st['since'].replace('T', ' ').replace('+00:00', ' UTC')} ({st['action']} by {st['user']})" if st["since"]
+                  else " (set by hand: no promotion recorded)")
+        if ev.get(C.TAG_DEFLATED_SHARPE):
+            where += (f"; deflated Sharpe {float(ev[C.TAG_DEFLATED_SHARPE]):.2f} over "
+                      f"{ev.get(C.TAG_N_CONFIGS, '?')} configs")
+        out.write(where + "\n")
 
 
 # ----------------------------------------------------------------------------- walk-forward
@@ -339,6 +350,8 @@ def print_walkforward(out: TextIO, wf: Any) -> None:
         line += (f"; stitched Sharpe across seeds {m['seed_sharpe_min']:.2f}..{m['seed_sharpe_max']:.2f} "
                  f"(std {m['seed_sharpe_std']:.2f}); the stitched line trades the seeds equally weighted")
     out.write(line + "\n")
+    if wf.evidence is not None:
+        out.write(evidence_line(wf.evidence).strip() + "\n")
     if wf.run_existed:
         out.write(f"identical to walk-forward run {wf.run_id} in experiment trainkit-walkforward (nothing new logged)\n")
     else:
@@ -386,6 +399,8 @@ def print_tune(out: TextIO, res: Any) -> None:
         hp = ", ".join(f"{k}={_value(v)}" for k, v in best.hyperparams.items())
         out.write(f"best: trial {best.number}, {res.objective} {best.value:.3f} — {hp}\n"
                   f"  walk-forward run {best.walkforward_run_id}; study run {res.study_run_id} in experiment trainkit-tune\n")
+        if res.evidence is not None:
+            out.write(evidence_line(res.evidence) + "\n")
     out.flush()
 
 
@@ -408,4 +423,45 @@ def print_tune_dry_run(out: TextIO, docs: Sequence[dict[str, Any]]) -> None:
             table.add_row(f"{r['number']}{note}", values, str(r["folds"]),
                           str(r["models_cached"]), str(r["backtests_cached"]), str(r["would_train"]))
         print_rich(out, table)
+    out.flush()
+
+
+# ----------------------------------------------------------------------------- selection
+def evidence_line(ev: Any) -> str:
+    """The selection figures of a walk-forward or a study's best trial, one line."""
+    if ev is None:
+        return "  selection: no evidence (the walk-forward was not logged)"
+    pbo = "PBO n/a (fewer than 4 configs on these days)" if ev.pbo is None else f"PBO {ev.pbo.value:.2f}"
+    return (f"  selection: deflated Sharpe {ev.deflated_sharpe:.2f} over {ev.n_configs} config"
+            f"{'s' if ev.n_configs != 1 else ''} tried on {ev.window}; {pbo}")
+
+
+def print_promotion(out: TextIO, res: Any) -> None:
+    """``promote``: the decision, the figures and what moved."""
+    out.write(f"{res.symbol}: walk-forward {res.walkforward_run_id}" + (f" (best of study {res.study})" if res.study else "")
+              + f", raw Sharpe {res.evidence.sharpe:.2f}\n{evidence_line(res.evidence)}\n  gate: {res.gates.describe()}\n")
+    before = f"version {res.previous_version}" if res.previous_version else "nothing"
+    if res.promoted:
+        out.write(f"promoted: models:/{res.name}@{res.alias} -> version {res.version} (was {before}); "
+                  f"model {res.model_uri}{' (trained now)' if res.trained else ''}\n")
+    elif res.would_promote:
+        out.write(f"dry run: {res.reason}; models:/{res.name}@{res.alias} stays at {before}\n")
+    else:
+        out.write(f"refused: models:/{res.name}@{res.alias} is unchanged\n")
+    out.flush()
+
+
+def print_promotion_history(out: TextIO, name: str, moves: Sequence[Any]) -> None:
+    """``promote --history``: every recorded alias move, oldest first."""
+    if not moves:
+        out.write(f"no recorded promotion of {name}\n")
+        return
+    table = _table(("when (UTC)", "left"), ("who", "left"), ("action", "left"), ("alias", "left"), ("from", "right"),
+                   ("to", "right"), ("deflated Sharpe", "right"), ("configs", "right"), ("PBO", "right"))
+    for m in moves:
+        e = m.evidence
+        table.add_row(m.time.replace("T", " ").replace("+00:00", ""), m.user, m.action, m.alias, m.from_version or "-",
+                      m.to_version, e.get(C.TAG_DEFLATED_SHARPE, "")[:5], e.get(C.TAG_N_CONFIGS, ""),
+                      e.get(C.TAG_PBO, "")[:5] or "-")
+    print_rich(out, table)
     out.flush()

@@ -7,6 +7,7 @@ into one line on stderr and an exit code (:mod:`trainkit.cli.exit`), and exit.
   without confirmation (:class:`Refused`);
 * ``1`` a runtime failure (data, store, network, integrity: every other
   :class:`~trainkit.errors.TrainkitError`), or the user declined ``clear``'s prompt;
+* ``3`` ``promote`` refused: a gate did not pass, nothing changed (the command returns it);
 * ``130`` interrupted (Ctrl-C).
 
 Errors are one line on stderr (``error: …``); ``--verbose`` adds the traceback. The commands

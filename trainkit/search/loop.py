@@ -25,6 +25,7 @@ takes those trials up again and trains only what was not finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -335,8 +336,15 @@ def _result(cache: ModelCache, studies: StudyStore, study: StudyRecord, spec: St
     counted = [r for r in records if r.counts]
     result = TuneResult(symbol=spec.symbol, study=spec.name, study_run_id=study.run_id, objective=spec.objective,
                         direction=spec.direction, trials=trials, trained=sum(t.trained for t in mine.values()),
-                        n_configs=len({r.config_key for r in counted}), space=spec.space.names(),
-                        n_configs_window=len(studies.configs_tried(spec.window_key)))
+                        n_configs=len({json.dumps(dict(r.params), sort_keys=True) for r in counted}),
+                        space=spec.space.names())
+    best = result.best
+    if best is not None and best.walkforward_run_id:
+        from trainkit.walkforward.evidence import snapshot
+
+        ev = snapshot(cache.store, best.walkforward_run_id)  # also on the best's walk-forward run
+        if ev is not None:
+            result = dataclasses.replace(result, evidence=ev, n_configs_window=ev.n_configs)
     if mine:
         from trainkit.search.report import summarize
 

@@ -76,5 +76,7 @@ def summarize(studies: StudyStore, study: StudyRecord, spec: StudySpec, trials: 
         metrics[f"best_{spec.objective}"] = float(best.value)  # type: ignore[arg-type]
         tags = {"trainkit.best_trial": str(best.number), C.TAG_WALKFORWARD_RUN_ID: best.walkforward_run_id or ""}
         params = hyperparam_params(best.hyperparams)
+    if result.evidence is not None:  # a snapshot: N grows later, and promote always counts again
+        metrics.update({f"best_{k}": v for k, v in result.evidence.snapshot().items() if k != "n_configs"})
     with tempfile.TemporaryDirectory(prefix="trainkit-tune-") as tmp:
         studies.summarize(study, params=params, metrics=metrics, tags=tags, artifacts=pictures(spec, trials, tmp))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainkit.walkforward.result import selection_fields
+
 __all__ = ["Trial", "TuneResult"]
 
 
@@ -39,8 +41,9 @@ class Trial:
 class TuneResult:
     """A study after one ``tune``: every trial (by number), the best, how many count toward the
     total (``n_trials``: complete and pruned), how many distinct configs were evaluated
-    (``n_configs``; ``n_configs_window``: by every study of the same symbol and window — what
-    deflating the best value for the number of tries needs), and the models this command trained."""
+    (``n_configs``; ``n_configs_window``: by every study and walk-forward of the same symbol and
+    window — what the best's deflated Sharpe is deflated for, ``evidence``), and the models this
+    command trained."""
 
     symbol: str
     study: str
@@ -52,6 +55,8 @@ class TuneResult:
     n_configs: int = 0
     space: tuple[str, ...] = ()
     n_configs_window: int = 0
+    #: the best trial's selection evidence (:class:`trainkit.walkforward.evidence.Evidence`)
+    evidence: Any = field(default=None, compare=False, repr=False)
 
     @property
     def n_trials(self) -> int:
@@ -61,11 +66,9 @@ class TuneResult:
 
     @property
     def best(self) -> Trial | None:
-        done = [t for t in self.trials if t.state == "complete" and t.value is not None]
-        if not done:
-            return None
-        sign = 1.0 if self.direction == "maximize" else -1.0
-        return max(done, key=lambda t: (sign * t.value, -t.number))  # on a tie, the earliest
+        from trainkit.store.studies import best_trial
+
+        return best_trial(self.trials, self.direction)
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best
@@ -74,6 +77,7 @@ class TuneResult:
             "objective": self.objective, "direction": self.direction, "n_trials": self.n_trials,
             "n_configs": self.n_configs, "n_configs_window": self.n_configs_window, "trained": self.trained,
             "best": None if best is None else {"number": best.number, "params": dict(best.params),
-                                               "value": _num(best.value), "walkforward_run_id": best.walkforward_run_id},
+                                               "value": _num(best.value), "walkforward_run_id": best.walkforward_run_id,
+                                               **selection_fields(self.evidence)},
             "trials": [t.to_dict() for t in self.trials],
         }

@@ -94,18 +94,9 @@ class StudySpec:
     def direction(self) -> str:
         return OBJECTIVES[self.objective]
 
-    @property
-    def window_key(self) -> str:
-        """sha256 of (symbol, data, window): the configs tried on the same out-of-sample days of
-        the same prices share it, whichever study tried them (what deflating the best Sharpe for
-        the number of tries counts)."""
-        opts = self.identity["options"]
-        data = {k: opts.get(k) for k in ("data_source", "csv_sha256", "data_seed")}
-        return _digest({"symbol": self.identity["symbol"], "data": data, "window": self.identity["window"]})
-
-
-def _digest(doc: Any) -> str:
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    #: the selection window (:func:`trainkit.walkforward.evidence.window_key`): the configs tried
+    #: on the same out-of-sample days of the same prices share it, whichever study tried them
+    window_key: str = ""
 
 
 def _window(plan: WalkForwardPlan) -> dict[str, Any]:
@@ -134,12 +125,11 @@ def differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[st
 
 
 def config_key(plan: WalkForwardPlan) -> str:
-    """sha256 of a trial's train options (its base config without window and seed): equal keys,
-    equal walk-forwards."""
-    d = plan.base.hash_dict()
-    for k in ("train_start", "train_end", "seed"):
-        d.pop(k, None)
-    return _digest(d)
+    """sha256 of a trial's config (train options and seeds): equal keys, equal walk-forwards —
+    the rule honest selection counts configs by (:func:`trainkit.walkforward.evidence.config_key`)."""
+    from trainkit.walkforward.evidence import config_key as selection_config_key
+
+    return selection_config_key(plan.params())
 
 
 def default_study_name(plan: WalkForwardPlan) -> str:
@@ -223,8 +213,11 @@ def make_spec(plan: WalkForwardPlan, space: SearchSpace, objective: str = "sharp
     if objective.startswith("seed_") and len(plan.seeds) < 2:
         raise ConfigError(f"objective {objective} compares seeds: give at least two (--seeds 0 1 2)")
     study = check_study_name(name or default_study_name(plan))
+    from trainkit.walkforward.evidence import window_key
+
     return StudySpec(name=study, symbol=plan.symbol, space=space, objective=objective, sampler_seed=sampler_seed,
-                     pruner=pruner, identity=identity(plan, space, objective))
+                     pruner=pruner, identity=identity(plan, space, objective),
+                     window_key=window_key(plan.params(), plan.data_source_effective))
 
 
 def check_study_name(name: Any) -> str:

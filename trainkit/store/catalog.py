@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from trainkit import settings
@@ -32,6 +33,7 @@ from trainkit.store.contract import (
     TAG_CLAIM,
     TAG_HASH,
     TAG_MODEL_ID,
+    TAG_MODEL_VERSIONS,
     TAG_SYMBOL,
     TAG_VERSION,
     ModelStatus,
@@ -175,7 +177,7 @@ class Catalog:
         Raises :class:`StoreError` when the registry cannot be read (never guesses)."""
         out: dict[str, list[str]] = {}
         token = None
-        with self.conn.errors("reading the model registry"):
+        with self.conn.registry_errors("reading the model registry"):
             while True:
                 page = self.client.search_model_versions(max_results=1000, page_token=token)
                 for mv in page:
@@ -186,27 +188,50 @@ class Catalog:
                 if not token:
                     return out
 
-    def register(self, model_uri: str, name: str, alias: str | None = None) -> tuple[str, str]:
+    def register(self, model_uri: str, name: str, alias: str | None = None,
+                 tags: Mapping[str, str] | None = None) -> tuple[str, str]:
         """Register the LoggedModel behind ``model_uri`` as a version of ``name`` (created if
-        needed) and optionally point ``alias`` at it. Returns ``(name, version)``."""
+        needed), with ``tags``, and optionally point ``alias`` at it. Returns ``(name, version)``.
+
+        As ``mlflow.register_model`` does it (MLflow 3.17), with trainkit's client: the version's
+        source is the LoggedModel (``models:/m-…``), and the LoggedModel's ``mlflow.modelVersions``
+        tag lists its versions, which is what the UI reads to show it as registered."""
         name = check_registered_name(name)
         alias = check_alias(alias) if alias is not None else None
         lm, run, _label = self.resolve(model_uri)
         from mlflow.exceptions import MlflowException
 
-        with self.conn.errors(f"registering {model_uri}"):
+        with self.conn.registry_errors(f"registering {model_uri} as {name}"):
             try:
                 self.client.create_registered_model(name, tags={TAG_SYMBOL: run.data.tags.get(TAG_SYMBOL, "")})
             except MlflowException as exc:
                 if not is_already_exists(exc):
                     raise
-            mv = self.client.create_model_version(
-                name, source=f"models:/{lm.model_id}", run_id=run.info.run_id, model_id=lm.model_id,
-                tags={TAG_HASH: run.data.tags.get(TAG_HASH, "")},
-            )
-            if alias:
+            # a SQL registry resolves models:/m-… through MlflowClient() (the process-wide tracking
+            # URI, MLflow 3.17): point it at ours for the call; a server needs model_id
+            with self.conn.fluent():
+                mv = self.client.create_model_version(
+                    name, source=f"models:/{lm.model_id}", run_id=run.info.run_id, model_id=lm.model_id,
+                    tags={TAG_HASH: run.data.tags.get(TAG_HASH, ""), **(tags or {})},
+                    await_creation_for=None,  # an MLflow registry creates it READY: no 5-minute poll, no log line
+                )
+        with self.conn.errors(f"listing {name} version {mv.version} on its model {lm.model_id}"):
+            self._list_version(lm.model_id, name, mv.version)
+        if alias:
+            with self.conn.registry_errors(f"pointing models:/{name}@{alias} at version {mv.version}"):
                 self.client.set_registered_model_alias(name, alias, mv.version)
         return name, str(mv.version)
+
+    def _list_version(self, model_id: str, name: str, version: Any) -> None:
+        """Add ``name``/``version`` to the LoggedModel's ``mlflow.modelVersions`` tag (a JSON
+        list of ``{"name", "version"}``, as ``mlflow.register_model`` keeps it) unless it is
+        there: a tracking server adds it itself when the version is created."""
+        current = self.client.get_logged_model(model_id).tags.get(TAG_MODEL_VERSIONS)
+        listed = json.loads(current) if current else []
+        if any(e.get("name") == name and str(e.get("version")) == str(version) for e in listed):
+            return
+        listed.append({"name": name, "version": version})
+        self.client.set_logged_model_tags(model_id, {TAG_MODEL_VERSIONS: json.dumps(listed)})
 
     def default_registered_name(self, model_uri: str) -> str:
         """``TRAINKIT_REGISTERED_NAME`` (``trainkit-{symbol}``) filled in for this model."""

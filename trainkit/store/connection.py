@@ -209,8 +209,8 @@ class StoreErrors(contextlib.AbstractContextManager):
     URI (:class:`TrackingServerUnreachable` when the server did not answer). trainkit's own
     errors, Ctrl-C and exits pass through untouched."""
 
-    def __init__(self, what: str, uri: str) -> None:
-        self.what, self.uri = what, uri
+    def __init__(self, what: str, uri: str, server: str = "tracking server") -> None:
+        self.what, self.uri, self.server = what, uri, server
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if exc is None or isinstance(
@@ -222,8 +222,9 @@ class StoreErrors(contextlib.AbstractContextManager):
         if isinstance(exc, (MlflowException, OSError)):  # requests' errors are OSErrors
             msg = _first_line(exc)
             if is_unreachable(exc):
-                raise TrackingServerUnreachable(f"{self.what}: the tracking server at {self.uri} did not answer ({msg})") from exc
-            raise StoreError(f"{self.what} failed on {self.uri}: {msg}") from exc
+                raise TrackingServerUnreachable(f"{self.what}: the {self.server} at {self.uri} did not answer ({msg})") from exc
+            where = self.uri if self.server == "tracking server" else f"the {self.server} at {self.uri}"
+            raise StoreError(f"{self.what} failed on {where}: {msg}") from exc
         return False
 
 
@@ -280,6 +281,16 @@ class Connection:
 
     def errors(self, what: str) -> StoreErrors:
         return StoreErrors(what, self.tracking_uri)
+
+    @property
+    def registry_uri(self) -> str:
+        """Where the model registry is: ``MLFLOW_REGISTRY_URI`` (which ``MlflowClient`` reads),
+        else the tracking store."""
+        return settings.MLFLOW_REGISTRY_URI.get() or self.tracking_uri
+
+    def registry_errors(self, what: str) -> StoreErrors:
+        """:meth:`errors` for registry calls: the message names the registry, not the tracking store."""
+        return StoreErrors(what, self.registry_uri, "model registry")
 
     def retrying(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()``, retried with backoff while the tracking server does not answer, for up to

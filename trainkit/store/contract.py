@@ -30,6 +30,7 @@ DEFAULT_EXPERIMENT: Final = "trainkit"  #: where models (the cache) live
 BACKTEST_EXPERIMENT: Final = "trainkit-backtests"  #: one run per backtest
 WALKFORWARD_EXPERIMENT: Final = "trainkit-walkforward"  #: one parent run per walk-forward
 TUNE_EXPERIMENT: Final = "trainkit-tune"  #: one run per study (and symbol), a nested run per trial
+PROMOTION_EXPERIMENT: Final = "trainkit-promotions"  #: one run per alias move of `trainkit promote`
 MODEL_NAME: Final = "model"  #: runs:/<run_id>/model
 LOGGED_MODEL_TYPE: Final = "trainkit-sb3"  #: model_type of trainkit's LoggedModels
 
@@ -55,6 +56,8 @@ CLAIM_STATE_TRAINING: Final = "training"
 # MLflow's own tags that trainkit writes
 TAG_NOTE: Final = "mlflow.note.content"  #: the run's description in the UI
 TAG_PARENT_RUN: Final = "mlflow.parentRunId"  #: nests a run under another in the UI
+TAG_MODEL_VERSIONS: Final = "mlflow.modelVersions"  #: on a LoggedModel: JSON list of its registered versions
+TAG_USER: Final = "mlflow.user"  #: who made a run (a promotion record: who moved the alias)
 
 # ----------------------------------------------------------------------------- renamed tags
 #: **The legacy-name convention.** A tag is never renamed in place: the new name becomes the
@@ -107,6 +110,20 @@ TAG_WALKFORWARD_RUN_ID: Final = "trainkit.walkforward_run_id"  #: the walk-forwa
 TRIAL_STATES: Final = ("running", "complete", "pruned", "fail")
 #: the states that count toward a study's total (--trials); failed trials are taken up again
 COUNTED_TRIAL_STATES: Final = ("complete", "pruned")
+# the evidence a promoted model version carries (and its promotion record, experiment trainkit-promotions)
+TAG_PROMOTED: Final = "trainkit.promoted"  #: "true" once the alias points at the version; "false" until then
+TAG_DEFLATED_SHARPE: Final = "trainkit.deflated_sharpe"  #: at promotion, over TAG_N_CONFIGS configs
+TAG_PBO: Final = "trainkit.pbo"  #: at promotion ("" when there were fewer than 4 candidates)
+TAG_N_CONFIGS: Final = "trainkit.n_configs"  #: the configs tried on the window when it was promoted
+TAG_SHARPE: Final = "trainkit.sharpe"  #: the raw out-of-sample Sharpe (annualised) of its walk-forward
+TAG_GATE: Final = "trainkit.gate"  #: the gates it passed, e.g. "deflated_sharpe>=0.95"
+# promotion records: one run per alias move (who is the run's mlflow.user, when its start time)
+TAG_REGISTERED_NAME: Final = "trainkit.registered_name"
+TAG_ALIAS: Final = "trainkit.alias"
+TAG_ACTION: Final = "trainkit.action"  #: one of PROMOTION_ACTIONS
+TAG_FROM_VERSION: Final = "trainkit.from_version"  #: "" when the alias pointed nowhere
+TAG_TO_VERSION: Final = "trainkit.to_version"
+PROMOTION_ACTIONS: Final = ("promote", "rollback")
 # project runs of `mlflow run` in another experiment (they point at what served them)
 TAG_MODEL_RUN_ID: Final = "trainkit.model_run_id"
 TAG_CACHE_HIT: Final = "trainkit.cache_hit"

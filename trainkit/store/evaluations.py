@@ -131,6 +131,95 @@ def read_artifact_text(conn: Any, run: Any, name: str) -> str | None:
             return fh.read()
 
 
+@dataclass(frozen=True)
+class LoggedWalkForward:
+    """A FINISHED walk-forward parent run as honest selection reads it: what was walked forward
+    (``params``), on what data (``tags``), its aggregate ``metrics`` and when it started."""
+
+    run_id: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    start_time: int
+
+
+def _logged(run: Any) -> LoggedWalkForward:
+    return LoggedWalkForward(run.info.run_id, dict(run.data.params), dict(run.data.tags), dict(run.data.metrics),
+                             int(run.info.start_time or 0))
+
+
+def walkforwards_of(store: Any, symbol: str) -> list[LoggedWalkForward]:
+    """Every FINISHED walk-forward of ``symbol`` (parent runs, not their folds), oldest first.
+    Reads only: no experiment is created when none was ever logged."""
+    from trainkit.store.contract import TAG_SYMBOL
+
+    conn = store.conn
+    exp = conn.experiment_id_if_exists(WALKFORWARD_EXPERIMENT)
+    if exp is None:
+        return []
+    runs = conn.search([exp], f"tags.`{TAG_SYMBOL}` = {quote(symbol)} and attributes.status = 'FINISHED'")
+    parents = [_logged(r) for r in runs if TAG_PARENT_RUN not in r.data.tags and TAG_WALKFORWARD_KEY in r.data.tags]
+    return sorted(parents, key=lambda w: (w.start_time, w.run_id))
+
+
+def get_walkforward(store: Any, run_id: str) -> LoggedWalkForward | None:
+    """The walk-forward parent run ``run_id`` when it is one and FINISHED, else ``None``."""
+    from mlflow.exceptions import MlflowException
+
+    with store.conn.errors(f"reading the walk-forward run {run_id}"):
+        try:
+            run = store.conn.client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None  # no such run (or not a run id): an answer, not a store failure
+            raise
+    tags = run.data.tags
+    if (run.info.status != "FINISHED" or run.info.lifecycle_stage != "active" or TAG_PARENT_RUN in tags
+            or TAG_WALKFORWARD_KEY not in tags):
+        return None
+    return _logged(run)
+
+
+def fold_models(store: Any, parent_run_id: str) -> list[tuple[int, int, str]]:
+    """``(fold, seed, model_uri)`` of every fold run of a walk-forward, in fold then seed order."""
+    conn = store.conn
+    exp = conn.experiment_id_if_exists(WALKFORWARD_EXPERIMENT)
+    if exp is None:
+        return []
+    runs = conn.search([exp], f"tags.`{TAG_PARENT_RUN}` = {quote(parent_run_id)}")
+    out = [(int(r.data.params["fold"]), int(r.data.params["seed"]), r.data.params["model_uri"]) for r in runs
+           if {"fold", "seed", "model_uri"} <= set(r.data.params)]
+    return sorted(out)
+
+
+def walkforward_returns(store: Any, run_id: str) -> tuple[list[str], list[float]] | None:
+    """The stitched out-of-sample days and daily net returns of a walk-forward (its
+    ``equity.csv`` without its first day, whose return is 0 by construction — the walk-forward's
+    own metrics leave it out too), or ``None`` when the artifact cannot be read."""
+    import csv
+    import io
+
+    with store.conn.errors(f"reading the walk-forward run {run_id}"):
+        run = store.conn.client.get_run(run_id)
+    text = read_artifact_text(store.conn, run, EQUITY_ARTIFACT)
+    if text is None:
+        return None
+    rows = list(csv.DictReader(io.StringIO(text)))[1:]  # day 0 starts the equity at 1: no return (as the metrics)
+    try:
+        return [r["date"] for r in rows], [float(r["net_return"]) for r in rows]
+    except (KeyError, ValueError):
+        return None
+
+
+def log_snapshot(store: Any, run_id: str, metrics: dict[str, float], step: int) -> None:
+    """Log selection figures on a finished run as a snapshot at ``step`` (the count they were
+    computed with): the run keeps every snapshot, the latest shows in the UI."""
+    from trainkit.store.runs import as_metrics
+
+    with store.conn.errors(f"logging the selection evidence on run {run_id}"):
+        store.conn.client.log_batch(run_id, metrics=as_metrics(metrics, step=step))
+
+
 def find_walkforward(store: Any, key: str) -> str | None:
     """The run id of the FINISHED walk-forward with ``key`` (an identical earlier one), or ``None``."""
     run = _finished_with(store.conn, WALKFORWARD_EXPERIMENT, TAG_WALKFORWARD_KEY, key)
@@ -188,6 +277,7 @@ def model_metrics(store: Any, model_id: str) -> list[Any]:
 
 
 __all__ = [
-    "EQUITY_ARTIFACT", "FoldRun", "LoggedBacktest",
-    "WalkForwardRun", "find_backtest", "find_walkforward", "log_walkforward", "model_metrics", "read_artifact_text",
+    "EQUITY_ARTIFACT", "FoldRun", "LoggedBacktest", "LoggedWalkForward",
+    "WalkForwardRun", "find_backtest", "find_walkforward", "get_walkforward", "log_snapshot", "log_walkforward",
+    "fold_models", "model_metrics", "read_artifact_text", "walkforward_returns", "walkforwards_of",
 ]

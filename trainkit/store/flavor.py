@@ -253,12 +253,17 @@ class ModelBundle:
     registered_version: str | None = None  # "name/version" when the URI named a registered model
 
 
+def read_config(path: str) -> TrainConfig:
+    """The :class:`TrainConfig` of a model's ``config.json`` (no torch, no SB3)."""
+    with open(path) as fh:
+        raw = json.load(fh)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig.from_dict({k: v for k, v in raw.items() if k in fields})
+
+
 def load_files(paths: Mapping[str, str]) -> tuple[Any, TrainConfig, dict[str, Any]]:
     """``(SB3 model, TrainConfig, feature spec)`` from verified model files."""
-    with open(paths["config"]) as fh:
-        raw = json.load(fh)
     with open(paths["feature_spec"]) as fh:
         spec = json.load(fh)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig.from_dict({k: v for k, v in raw.items() if k in fields})
+    config = read_config(paths["config"])
     return load_policy(paths["policy"], config.algo), config, spec

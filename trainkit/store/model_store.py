@@ -157,6 +157,13 @@ class ModelStore:
         with tempfile.TemporaryDirectory(prefix="trainkit-verify-") as tmp:
             self.fetch_model_files(uri, tmp, run=run)
 
+    def config_of(self, uri: str) -> Any:
+        """The verified model's :class:`~trainkit.config.TrainConfig` (its ``config.json``),
+        without deserialising the policy."""
+        with tempfile.TemporaryDirectory(prefix="trainkit-config-") as tmp:
+            paths, _run, _lm, _label = self.fetch_model_files(uri, tmp)
+            return flavor.read_config(paths["config"])
+
     def load_bundle(self, uri: str, run: Any = None) -> flavor.ModelBundle:
         """The verified model at ``uri`` with its config and feature spec."""
         with tempfile.TemporaryDirectory(prefix="trainkit-load-") as tmp:

@@ -60,12 +60,12 @@ def as_params(d: dict[str, str]) -> list[Any]:
     return [Param(k, str(v)[:6000]) for k, v in d.items()]
 
 
-def as_metrics(d: dict[str, float]) -> list[Any]:
+def as_metrics(d: dict[str, float], step: int = 0) -> list[Any]:
     """Finite values only (MLflow refuses NaN on some backends)."""
     from mlflow.entities import Metric
 
     ts = _now_ms()
-    return [Metric(k, float(v), ts, 0) for k, v in d.items() if v is not None and math.isfinite(float(v))]
+    return [Metric(k, float(v), ts, step) for k, v in d.items() if v is not None and math.isfinite(float(v))]
 
 
 # ----------------------------------------------------------------------------- metrics sink

@@ -36,7 +36,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ from trainkit.store.records import is_stale, lease_order
 
 log = logging.getLogger("trainkit")
 
-__all__ = ["StudyRecord", "StudyStore", "TrialRecord", "TrialRun"]
+__all__ = ["StudyRecord", "StudyStore", "TrialRecord", "TrialRun", "best_trial"]
 
 #: a trial's state -> the MLflow status of its run (a failed trial's run is FAILED, or KILLED on Ctrl-C)
 _RUN_STATUS = {"running": "RUNNING", "complete": "FINISHED", "pruned": "FINISHED", "fail": "FAILED"}
@@ -59,6 +59,7 @@ class StudyRecord:
     run_id: str
     name: str
     identity: Mapping[str, Any]
+    direction: str = "maximize"  #: of its objective (the study run's param)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,17 @@ class TrialRecord:
     def counts(self) -> bool:
         """Does the trial count toward the study's total (``--trials``)?"""
         return self.state in C.COUNTED_TRIAL_STATES
+
+
+def best_trial(trials: Sequence[Any], direction: str) -> Any | None:
+    """The best complete trial with a value (``direction``: ``maximize`` or ``minimize``), the
+    earliest on a tie; ``None`` when there is none. The one rule, for a study's result and for
+    ``promote``."""
+    done = [t for t in trials if t.state == "complete" and t.value is not None]
+    if not done:
+        return None
+    sign = -1.0 if direction == "minimize" else 1.0
+    return max(done, key=lambda t: (sign * float(t.value), -t.number))
 
 
 def _trial(run: Any, now: float) -> TrialRecord:
@@ -191,7 +203,8 @@ class StudyStore:
         if not runs:
             return None
         run = min(runs, key=lease_order)  # two made at once: the oldest is the study
-        return StudyRecord(run.info.run_id, name, json.loads(run.data.tags[C.TAG_STUDY_IDENTITY]))
+        return StudyRecord(run.info.run_id, name, json.loads(run.data.tags[C.TAG_STUDY_IDENTITY]),
+                           run.data.params.get("direction", "maximize"))
 
     def open(self, name: str, identity: Mapping[str, Any], *, params: Mapping[str, str], tags: Mapping[str, str]) -> StudyRecord:
         """The study named ``name``, created when missing (the caller compared identities first).
@@ -229,11 +242,12 @@ class StudyStore:
 
     def configs_tried(self, window_key: str) -> set[str]:
         """The distinct configs (``trainkit.config_key``) of every complete or pruned trial on
-        one symbol and window (``trainkit.window_key``), whichever study ran them."""
+        one selection window (``trainkit.window_key``), whichever study ran them: a pruned trial
+        logs no walk-forward, yet it was a try. Reads only."""
         exp = self._experiment(create=False)
         if exp is None:
             return set()
-        runs = self.conn.search([exp], f"tags.`{C.TAG_WINDOW_KEY}` = {C.quote(window_key)}")  # tags have no IN
+        runs = self.conn.search([exp], f"tags.`{C.TAG_WINDOW_KEY}` = {C.quote(window_key)}")
         return {r.data.tags[C.TAG_CONFIG_KEY] for r in runs
                 if r.data.tags.get(C.TAG_CONFIG_KEY) and r.data.tags.get(C.TAG_TRIAL_STATE) in C.COUNTED_TRIAL_STATES}
 

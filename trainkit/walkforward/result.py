@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainkit.backtest import BacktestResult
     from trainkit.walkforward.plan import WalkForwardPlan
 
-__all__ = ["Fold", "WalkForward"]
+__all__ = ["Fold", "WalkForward", "selection_fields"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,9 @@ class WalkForward:
     run_id: str | None = None
     run_existed: bool = False
     key: str = ""
+    #: the selection evidence (:class:`trainkit.walkforward.evidence.Evidence`) of this
+    #: walk-forward among every config tried on its window, when it was computed
+    evidence: Any = field(default=None, compare=False, repr=False)
 
     @property
     def symbol(self) -> str:
@@ -122,5 +125,14 @@ class WalkForward:
             "options": p.options(),
             "data_source_effective": p.data_source_effective,
             "warnings": list(p.warnings),
+            **selection_fields(self.evidence),
         }
 
+
+def selection_fields(ev: Any) -> dict[str, Any]:
+    """``deflated_sharpe``, ``pbo``, ``n_configs`` and the whole ``selection`` (``None`` each
+    when there is no evidence): the JSON face of a walk-forward's or a best trial's evidence."""
+    if ev is None:
+        return {"deflated_sharpe": None, "pbo": None, "n_configs": None, "selection": None}
+    return {"deflated_sharpe": ev.deflated_sharpe, "pbo": ev.pbo_value, "n_configs": ev.n_configs,
+            "selection": ev.to_dict()}

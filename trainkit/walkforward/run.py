@@ -103,8 +103,9 @@ def run_plan(cache: ModelCache, plan: WalkForwardPlan, executor: Executor | None
              no_fallback: bool = False, log_run: bool = True,
              on_fold: Callable[[Fold], Any] | None = None) -> WalkForward:
     """Run a :class:`WalkForwardPlan`: every (fold, seed) task, then the stitched result and
-    the parent run. A fold's failure does not stop the others; the first failure is raised
-    once all have ended (nothing is logged for the walk-forward then)."""
+    the parent run, and its selection evidence among every config tried on its window
+    (:mod:`trainkit.walkforward.evidence`). A fold's failure does not stop the others; the first
+    failure is raised once all have ended (nothing is logged for the walk-forward then)."""
     done: dict[tuple[int, int], Fold] = {}
 
     def finished(fold: Fold) -> None:
@@ -131,7 +132,12 @@ def run_plan(cache: ModelCache, plan: WalkForwardPlan, executor: Executor | None
             failures.append(value)
     if failures:
         raise failures[0]
-    return conclude(cache, plan, [done[(t.window.index, t.seed)] for t in plan.tasks], log_run=log_run)
+    wf = conclude(cache, plan, [done[(t.window.index, t.seed)] for t in plan.tasks], log_run=log_run)
+    if not log_run:
+        return wf
+    from trainkit.walkforward.evidence import with_evidence
+
+    return with_evidence(cache.store, wf)
 
 
 def conclude(cache: ModelCache, plan: WalkForwardPlan, folds: list[Fold], *, log_run: bool = True) -> WalkForward:

@@ -40,7 +40,7 @@ from trainkit.errors import ConfigError
 
 __all__ = [
     "MIN_TEST_DAYS", "MIN_TRAIN_DAYS", "MODES", "Calendar", "FoldWindow", "Window", "add_months", "fold_windows",
-    "parse_window",
+    "latest_train_window", "parse_window",
 ]
 
 #: How the train window moves: it slides with the test window, or grows from the anchor.
@@ -258,3 +258,22 @@ def fold_windows(cal: Calendar, anchor: Any, end: Any, train: Window, test: Wind
         ))
     return folds, tail
 
+
+def latest_train_window(cal: Calendar, anchor: Any, end: Any, train: Window, step: Window,
+                        mode: str = "sliding") -> tuple[str, str]:
+    """The training window of the fold grid anchored at ``anchor`` that ends last on or before
+    ``end``: where the model a walk-forward chose is trained to be
+    used from ``end`` on. With the step equal to the test window and no embargo it is the
+    window of the fold a later ``end`` would add next, so a longer walk-forward finds it cached
+    (and the other way round). ``(train_start, train_end)``, inclusive dates."""
+    a0, last = parse_date(anchor, "anchor"), parse_date(end, "end")
+    best: tuple[str, str] | None = None
+    for k in range(100_000):
+        lo = a0 if mode == "expanding" else cal.advance(a0, step * k)
+        b = cal.advance(a0, train + step * k)
+        if b - _DAY > last:
+            break
+        best = (lo.isoformat(), (b - _DAY).isoformat())
+    if best is None:
+        raise ConfigError(f"no training window of {train} fits between {a0} and {last}")
+    return best
