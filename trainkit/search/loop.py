@@ -166,9 +166,16 @@ def _fold_key(task: FoldTask) -> tuple[str, str, str]:
     return task.config.config_hash, task.window.test_start, task.window.test_end
 
 
-def _run_folds(cache: ModelCache, executor: Executor | None, lives: Sequence[_Live], fold: int | None) -> None:
+def _complete(lv: _Live) -> bool:
+    return lv.error is None and all((t.window.index, t.seed) in lv.folds for t in lv.plan.tasks)
+
+
+def _run_folds(cache: ModelCache, executor: Executor | None, lives: Sequence[_Live], fold: int | None,
+               on_complete: Callable[[_Live], Any] | None = None) -> None:
     """Every missing fold (``fold``: only that one) of the trials ``lives``: cached ones answered
-    here, the rest through one fan-out, a fold shared by two trials run once."""
+    here, the rest through one fan-out, a fold shared by two trials run once. ``on_complete``:
+    called for a trial as soon as its last fold streams in, while the workers go on with the
+    others' folds (so recording a trial costs them no idle time)."""
     from functools import partial
 
     from trainkit.fanout import fan_out
@@ -195,6 +202,8 @@ def _run_folds(cache: ModelCache, executor: Executor | None, lives: Sequence[_Li
             lv.folds[(t.window.index, t.seed)] = value
             if i == 0 and value.status != "cached":
                 lv.trained += 1
+            if on_complete is not None and lv.ended is None and _complete(lv):
+                on_complete(lv)
 
 
 def _running(spec: StudySpec, lv: _Live, upto: int) -> float:
@@ -244,7 +253,10 @@ def _end(cache: ModelCache, spec: StudySpec, lv: _Live) -> Trial:
 def _run_batch(cache: ModelCache, executor: Executor | None, studies: StudyStore, study: StudyRecord,
                spec: StudySpec, lives: list[_Live], on_trial: Callable[[Trial], Any] | None) -> None:
     if spec.pruner == "none":
-        _run_folds(cache, executor, lives, None)
+        def end(lv: _Live) -> None:
+            lv.ended = _end(cache, spec, lv)
+
+        _run_folds(cache, executor, lives, None, on_complete=end)
     else:
         n_folds = max(len(lv.plan.windows) for lv in lives)
         for k in range(n_folds):
