@@ -5,6 +5,8 @@ Real MLflow (sqlite), real small PPO models on real GOOG prices."""
 
 from __future__ import annotations
 
+import json
+
 import logging
 from pathlib import Path
 
@@ -56,6 +58,10 @@ def test_register_alias_load_and_backtest_by_registry_uri(sqlite_uri: str, tmp_p
     assert str(mv.version) == "2" and mv.run_id == res.run_id
     model_id = client.get_run(res.run_id).data.tags["trainkit.model_id"]
     assert mv.source == f"models:/{model_id}"
+    # registered as mlflow.register_model does it: the LoggedModel lists its versions (the UI's "Registered")
+    listed = json.loads(client.get_logged_model(model_id).tags["mlflow.modelVersions"])
+    assert [(e["name"], str(e["version"])) for e in listed] == [
+        ("trainkit-GOOG", "1"), ("trainkit-GOOG", "2"), ("goog-ppo-small", "1"), ("desk-GOOG", "1")]
 
     # load by version and by alias: the very model that was trained
     by_version = trainkit.load_model("models:/trainkit-GOOG/1")

@@ -216,6 +216,9 @@ def test_walk_forward_caches_folds_and_backtests_and_logs_one_parent(sqlite_uri:
     arts = Path(client.download_artifacts(wf.run_id, "", str(tmp_path / "arts")))
     assert (arts / "equity_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     folds_csv = pd.read_csv(arts / "folds.csv")
+    # the windows first, then the out-of-sample metrics, ids and URIs last (readable in the UI's viewer)
+    assert list(folds_csv.columns[:7]) == ["fold", "seed", "train_start", "train_end", "test_start", "test_end", "sharpe"]
+    assert list(folds_csv.columns[-3:]) == ["config_hash", "model_uri", "backtest_run_id"]
     assert list(folds_csv["test_start"]) == [f.test_start for f in wf.folds]
     assert list(folds_csv["sharpe"]) == pytest.approx(sharpes, rel=1e-12)
     for c in children:

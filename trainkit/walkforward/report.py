@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -52,7 +52,7 @@ def log_parent_run(store: ModelStore, wf: WalkForward, stitched: pd.DataFrame) -
             dataset_name=f"{plan.symbol} {f.test_start}..{f.test_end} (out of sample)",
             dataset_digest=(bt.data_digest or "")[:32] or None,
         ))
-        rows.append({**params, "backtest_run_id": bt.run_id, **f.metrics})
+        rows.append(_folds_row(params, f.metrics, bt.run_id))
     tags = {
         C.TAG_SYMBOL: plan.symbol, C.TAG_VERSION: __version__, C.TAG_WALKFORWARD_KEY: wf.key,
         C.TAG_SOURCE: plan.base.data_source, C.TAG_SOURCE_EFFECTIVE: plan.data_source_effective,
@@ -72,6 +72,17 @@ def log_parent_run(store: ModelStore, wf: WalkForward, stitched: pd.DataFrame) -
             tags=tags, metrics=wf.metrics, folds=fold_runs,
             artifacts={"equity_curve.png": png, "folds.csv": folds_csv, "equity.csv": equity_csv},
         ))
+
+
+def _folds_row(params: dict[str, str], metrics: dict[str, float], backtest_run_id: str | None) -> dict[str, Any]:
+    """One row of ``folds.csv`` in the order a person reads it (MLflow's artifact viewer shows
+    the left columns): the windows, the out-of-sample metrics, the days, then ids and URIs."""
+    first = ("fold", "seed", "train_start", "train_end", "test_start", "test_end")
+    ids = ("config_hash", "model_uri")
+    rest = {k: v for k, v in params.items() if k not in first + ids}
+    lead = {k: metrics[k] for k in ("sharpe", "total_return") if k in metrics}  # what a quant reads first
+    return {**{k: params[k] for k in first}, **lead, **metrics, **rest, **{k: params[k] for k in ids},
+            "backtest_run_id": backtest_run_id}
 
 
 def _description(wf: WalkForward) -> str:
@@ -95,9 +106,21 @@ def _description(wf: WalkForward) -> str:
     return "\n".join(lines)
 
 
+def _prices_note(p: Any) -> str:
+    """What the title says about the prices when they are not the market's: synthetic ones, by
+    choice or by fallback (a quant reading "AAPL" must not believe it), or the user's own file."""
+    requested, effective = p.base.data_source, p.data_source_effective
+    if effective == "synthetic":
+        return " — SYNTHETIC prices" + (f" (fallback: {requested} failed)" if requested != "synthetic" else "")
+    if effective != "yfinance":
+        return f" — prices: {effective.split(':', 1)[0]} file {os.path.basename(effective.split(':', 1)[-1])}"
+    return ""
+
+
 def plot(wf: WalkForward, path: str) -> None:
     """``equity_curve.png``: the stitched strategy vs buy-and-hold (each seed faintly when there
-    are several), fold boundaries as dotted lines, and the drawdowns below (Agg, no pyplot)."""
+    are several), each fold's start as a dashed line labelled with its out-of-sample return, the
+    drawdowns below, and in the title the prices when they are not the market's (Agg, no pyplot)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -118,15 +141,21 @@ def plot(wf: WalkForward, path: str) -> None:
     top.plot(dates, wf.buy_and_hold.to_numpy(), color="tab:gray", lw=1.0,
              label=f"buy and hold ({m['buy_and_hold_return']:+.1%})")
     top.axhline(1.0, color="black", lw=0.5, alpha=0.5)
-    starts = sorted({f.backtest.first_day for f in wf.folds})
-    for i, d in enumerate(starts):
+    by_fold: dict[int, list[Any]] = {}
+    for f in wf.folds:
+        by_fold.setdefault(f.index, []).append(f)
+    for i, (k, folds) in enumerate(sorted(by_fold.items())):
+        start = np.datetime64(min(f.backtest.first_day for f in folds))
         for ax in (top, bottom):
-            ax.axvline(np.datetime64(d), color="tab:green", lw=0.7, ls=":", alpha=0.8,
-                       label="fold start" if (i == 0 and ax is top) else None)
+            ax.axvline(start, color="tab:green", lw=0.9, ls="--", alpha=0.8,
+                       label="fold start (its out-of-sample return)" if (i == 0 and ax is top) else None)
+        ret = float(np.mean([f.metrics["total_return"] for f in folds]))
+        top.annotate(f"fold {k}: {ret:+.1%}", xy=(start, 0.0), xycoords=("data", "axes fraction"), xytext=(3, 3),
+                     textcoords="offset points", va="bottom", ha="left", fontsize=7, color="darkgreen")
     top.set_ylabel("equity (start = 1)")
     seeds = f", seeds {','.join(map(str, p.seeds))}" if len(p.seeds) > 1 else ""
     top.set_title(f"{p.symbol} walk-forward: {len(p.windows)} folds, {p.mode} {p.train_window} train / "
-                  f"{p.test_window} test{seeds}", fontsize=10)
+                  f"{p.test_window} test{seeds}{_prices_note(p)}", fontsize=10)
     top.legend(loc="upper left", fontsize=8)
     top.grid(alpha=0.3)
     plot_drawdowns(bottom, dates, wf.equity.to_numpy(), wf.buy_and_hold.to_numpy())
