@@ -16,6 +16,8 @@ What is checked, on data the tests generate:
 * ``--rollback`` restores the previous version and records it; with nothing to roll back to it
   is exit 2;
 * ``--max-pbo`` refuses on PBO, and when PBO cannot be computed;
+* ``trainkit list --sort METRIC --oos-window START..END`` ranks the models measured on one
+  out-of-sample window, best first, and refuses to rank across windows;
 * a registry that does not answer, or fails after the version (or after the alias) was written,
   leaves the alias where it was and records nothing (exit 1, naming the registry); a version the
   alias never reached says ``trainkit.promoted=false``.
@@ -426,3 +428,30 @@ def test_signal_on_an_alias_set_by_hand_says_so_and_writes_nothing(edge, cli, tm
     code, out, err = cli("--tracking-uri", uri, "signal", "--model-uri", f"models:/trainkit-{EDGE}@champion",
                          "--date", "2016-12-30")
     assert "champion is version 1 (set by hand: no promotion recorded)" in out
+
+
+# ============================================================================ 5. ranking on one window
+def test_list_ranks_the_models_measured_on_one_out_of_sample_window_best_first(edge, walks, cli) -> None:
+    uri = edge["uri"]
+    fold = edge["runs"][0]["folds"][0]
+    window = f"{fold['test_start']}..{fold['test_end']}"
+    before, exps = all_runs(uri), experiments(uri)
+    code, out, err = cli("--tracking-uri", uri, "list", "--sort", "sharpe", "--oos-window", window, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    measured = {r["folds"][0]["model_uri"]: r["folds"][0]["metrics"] for r in edge["runs"]}  # the two configs
+    assert [r["model_uri"] for r in rows] == sorted(measured, key=lambda u: -measured[u]["sharpe"])
+    assert [r["sharpe"] for r in rows] == pytest.approx([measured[r["model_uri"]]["sharpe"] for r in rows], rel=1e-12)
+    assert {(r["test_start"], r["test_end"]) for r in rows} == {(fold["test_start"], fold["test_end"])}
+    # lower is better for volatility; the table has the metric as a column
+    code, out, err = cli("--tracking-uri", uri, "list", "--sort", "annualized_volatility", "--oos-window", window, "--json")
+    assert [r["model_uri"] for r in json.loads(out)] == sorted(measured, key=lambda u: measured[u]["annualized_volatility"])
+    code, out, err = cli("--tracking-uri", uri, "list", "--sort", "sortino", "--oos-window", window)
+    assert code == 0 and "sortino" in out.splitlines()[1] and len(out.strip().splitlines()) == 4, out
+    assert all_runs(uri) == before and experiments(uri) == exps  # a read
+    # across windows it refuses to rank; the random walks' data seeds are three price series on one window
+    code, out, err = cli("--tracking-uri", uri, "list", "--sort", "sharpe")
+    assert code == 2 and "ranks markets, not models" in err
+    code, out, err = cli("--tracking-uri", walks["uri"], "list", "--oos-window", f"2016-01-01..{END}", "--json")
+    rows = json.loads(out)
+    assert len(rows) == TRIALS * len(DATA_SEEDS) and len({r["prices"] for r in rows}) == len(DATA_SEEDS)

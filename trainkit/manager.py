@@ -205,6 +205,14 @@ class TrainingManager(ModelCache):
         return [m if m.status == ModelStatus.TRAINING else dataclasses.replace(m, data_changed=self.data_changed(m, memo))
                 for m in self.store.list_models(symbol)]
 
+    def rank_models(self, metric: str, oos_window: Any, symbol: str | None = None) -> list[Any]:
+        """The models measured out of sample on ``oos_window`` (``"START..END"`` or a pair of
+        dates), best first by ``metric`` (:mod:`trainkit.walkforward.ranking`). Reads only."""
+        from trainkit.walkforward.ranking import check_metric, parse_oos_window, rank_models
+
+        window = parse_oos_window(oos_window if isinstance(oos_window, str) else "..".join(map(str, oos_window)))
+        return rank_models(self.store, check_metric(metric), window, symbol)
+
     def plan_clear(
         self,
         symbol: str | None = None,

@@ -233,6 +233,21 @@ def print_models(out: TextIO, models: Sequence[Any], title: str | None, extra: d
     print_rich(out, table)
 
 
+def print_ranked(out: TextIO, ranked: Sequence[Any], metric: str, window: tuple[str, str]) -> None:
+    """``list --oos-window``: the models measured on the window, best first, the metric a column."""
+    if not ranked:
+        out.write(f"no model was measured out of sample on {window[0]}..{window[1]} (a fold's test window of "
+                  "`trainkit walkforward` or `trainkit tune`)\n")
+        return
+    out.write(f"models measured out of sample on {window[0]}..{window[1]}, best {metric} first\n")
+    table = _table(("symbol", "left"), ("prices", "left"), ("trained on", "left"), (metric, "right"),
+                   ("total_return", "right"), ("hash", "left"), ("model", "left"))
+    for r in ranked:
+        table.add_row(r.symbol, r.prices, f"{r.train_start}..{r.train_end}", f"{r.value:.3f}",
+                      _pct(r.metrics.get("total_return", float("nan"))), r.config_hash[:8], r.model_uri)
+    print_rich(out, table)
+
+
 # ----------------------------------------------------------------------------- backtest, signal
 def print_backtest(out: TextIO, model_uri: str, start: str, end: str, result: Any) -> None:
     """A backtest's window, data and metrics, and the run it is logged as."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainkit.errors import ConfigError
+from trainkit.walkforward.stitch import METRIC_DIRECTIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from trainkit.search.space import SearchSpace
@@ -41,12 +42,11 @@ __all__ = ["OBJECTIVES", "PRUNERS", "STARTUP_TRIALS", "StudySpec", "ask_config",
            "check_options", "check_study_name", "config_key",
            "default_study_name", "differences", "identity", "make_spec", "rebuild", "sample", "should_prune"]
 
-#: what ``--objective`` may name: a walk-forward metric and whether higher is better. Metrics that
-#: are not a judgement of the agent (n_trades, turnover, exposure, buy_and_hold_return, n_folds)
-#: are left out.
+#: what ``--objective`` may name: a walk-forward metric and whether higher is better — the backtest
+#: metrics that judge a model (``METRIC_DIRECTIONS``, but turnover: a search would find the agent
+#: that never trades) and the fold and seed statistics.
 OBJECTIVES: Mapping[str, str] = {
-    "sharpe": "maximize", "sortino": "maximize", "total_return": "maximize", "annualized_return": "maximize",
-    "excess_return": "maximize", "max_drawdown": "maximize", "annualized_volatility": "minimize",
+    **{k: v for k, v in METRIC_DIRECTIONS.items() if k != "turnover"},
     "fold_sharpe_mean": "maximize", "fold_sharpe_median": "maximize", "fold_sharpe_min": "maximize",
     "folds_beating_buy_and_hold": "maximize", "seed_sharpe_mean": "maximize", "seed_sharpe_min": "maximize",
     "seed_sharpe_std": "minimize",

@@ -180,6 +180,23 @@ def get_walkforward(store: Any, run_id: str) -> LoggedWalkForward | None:
     return _logged(run)
 
 
+def folds_on(store: Any, test_start: str, test_end: str, symbol: str | None = None) -> list[Any]:
+    """Every FINISHED fold run (of any walk-forward, a search's trials included) whose test
+    window is ``test_start..test_end``: the models measured out of sample on those days. Reads
+    only."""
+    from trainkit.store.contract import TAG_SYMBOL
+
+    conn = store.conn
+    exp = conn.experiment_id_if_exists(WALKFORWARD_EXPERIMENT)
+    if exp is None:
+        return []
+    flt = (f"params.test_start = {quote(test_start)} and params.test_end = {quote(test_end)} "
+           "and attributes.status = 'FINISHED'")
+    if symbol:
+        flt += f" and tags.`{TAG_SYMBOL}` = {quote(symbol)}"
+    return [r for r in conn.search([exp], flt) if TAG_PARENT_RUN in r.data.tags and "model_uri" in r.data.params]
+
+
 def fold_models(store: Any, parent_run_id: str) -> list[tuple[int, int, str]]:
     """``(fold, seed, model_uri)`` of every fold run of a walk-forward, in fold then seed order."""
     conn = store.conn
@@ -279,5 +296,5 @@ def model_metrics(store: Any, model_id: str) -> list[Any]:
 __all__ = [
     "EQUITY_ARTIFACT", "FoldRun", "LoggedBacktest", "LoggedWalkForward",
     "WalkForwardRun", "find_backtest", "find_walkforward", "get_walkforward", "log_snapshot", "log_walkforward",
-    "fold_models", "model_metrics", "read_artifact_text", "walkforward_returns", "walkforwards_of",
+    "fold_models", "folds_on", "model_metrics", "read_artifact_text", "walkforward_returns", "walkforwards_of",
 ]

@@ -32,10 +32,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainkit.walkforward.plan import WalkForwardPlan
     from trainkit.walkforward.result import Fold
 
-__all__ = ["FOLD_METRICS", "WALKFORWARD_VERSION", "aggregate", "stitch", "walkforward_key"]
+__all__ = ["FOLD_METRICS", "METRIC_DIRECTIONS", "WALKFORWARD_VERSION", "aggregate", "stitch", "walkforward_key"]
 
 #: Part of every walk-forward key: bumped when stitching or the aggregate metrics change.
 WALKFORWARD_VERSION = 1
+
+#: The backtest metrics (of a fold, or of the stitched series) that judge a model, and which
+#: way is better (``max_drawdown`` is negative: higher is better). Counts and exposures that
+#: describe behaviour rather than judge it (``n_trades``, ``exposure``, ``buy_and_hold_return``)
+#: are not here. The one rule for ranking models (``trainkit list --sort``) and for a search's
+#: objectives.
+METRIC_DIRECTIONS: dict[str, str] = {
+    "sharpe": "maximize", "sortino": "maximize", "total_return": "maximize", "annualized_return": "maximize",
+    "excess_return": "maximize", "max_drawdown": "maximize", "annualized_volatility": "minimize",
+    "turnover": "minimize",
+}
 
 #: Metrics of a walk-forward beyond the backtest metrics of the stitched series.
 FOLD_METRICS = (
