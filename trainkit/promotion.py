@@ -133,12 +133,9 @@ def _chosen(cache: ModelCache, wf_run_id: str, symbol: str) -> LoggedWalkForward
     the model that would serve), on the prices it asked for (not a synthetic fallback)."""
     from trainkit.errors import DataError
     from trainkit.store.contract import TAG_SOURCE, TAG_SOURCE_EFFECTIVE
-    from trainkit.store.evaluations import get_walkforward
+    from trainkit.walkforward.evidence import finished_walkforward
 
-    wf = get_walkforward(cache.store, wf_run_id)
-    if wf is None:
-        raise ConfigError(f"run {wf_run_id} is not a finished walk-forward: give the run id a "
-                          "`trainkit walkforward` or `trainkit tune` printed")
+    wf = finished_walkforward(cache.store, wf_run_id)
     if wf.params.get("symbol") != symbol:
         raise ConfigError(f"walk-forward {wf_run_id} is of {wf.params.get('symbol')}, not {symbol}: "
                           f"give --symbol {wf.params.get('symbol')}")
@@ -202,7 +199,7 @@ def promote(cache: ModelCache, symbol: str, *, study: str | None = None, walkfor
     from trainkit.config import validate_symbol
     from trainkit.store.contract import check_alias, check_registered_name
     from trainkit.store.promotions import Promotions
-    from trainkit.walkforward.evidence import evidence_for
+    from trainkit.walkforward.evidence import evidence_of
 
     symbol = validate_symbol(symbol)
     check_source(study, walkforward_run_id)
@@ -210,7 +207,7 @@ def promote(cache: ModelCache, symbol: str, *, study: str | None = None, walkfor
     alias = check_alias(alias)
     name = check_registered_name(name or settings.TRAINKIT_REGISTERED_NAME.get().format(symbol=symbol))
     wf = _chosen(cache, walkforward_run_id or _best_of_study(cache, symbol, str(study)), symbol)
-    ev = evidence_for(cache.store, wf.run_id)
+    ev = evidence_of(cache.store, wf)
     promotions = Promotions(cache.store)
     base = dict(symbol=symbol, name=name, alias=alias, walkforward_run_id=wf.run_id, evidence=ev, gates=gates,
                 study=study, dry_run=dry_run)

@@ -356,7 +356,7 @@ def _result(cache: ModelCache, studies: StudyStore, study: StudyRecord, spec: St
 
         ev = snapshot(cache.store, best.walkforward_run_id)  # also on the best's walk-forward run
         if ev is not None:
-            result = dataclasses.replace(result, evidence=ev, n_configs_window=ev.n_configs)
+            result = dataclasses.replace(result, evidence=ev)
     if mine:
         from trainkit.search.report import summarize
 

@@ -54,9 +54,13 @@ class TuneResult:
     trained: int = 0
     n_configs: int = 0
     space: tuple[str, ...] = ()
-    n_configs_window: int = 0
     #: the best trial's selection evidence (:class:`trainkit.walkforward.evidence.Evidence`)
     evidence: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def n_configs_window(self) -> int:
+        """The configs tried on the study's window by any study or walk-forward (the evidence's N; 0 without it)."""
+        return 0 if self.evidence is None else self.evidence.n_configs
 
     @property
     def n_trials(self) -> int:

@@ -112,6 +112,10 @@ def find_backtest(store: Any, key: str) -> LoggedBacktest | None:
 
 def read_artifact_text(conn: Any, run: Any, name: str) -> str | None:
     """One artifact file of a run as text (one request), or ``None`` when it is missing."""
+    return _read_text(conn, run.info.run_id, run.info.artifact_uri, name)
+
+
+def _read_text(conn: Any, run_id: str, artifact_uri: str, name: str) -> str | None:
     from mlflow.store.artifact.artifact_repository_registry import (
         get_artifact_repository,
     )
@@ -121,11 +125,11 @@ def read_artifact_text(conn: Any, run: Any, name: str) -> str | None:
     with tempfile.TemporaryDirectory(prefix="trainkit-eval-") as tmp:
         local = os.path.join(tmp, name)
         try:
-            with conn.errors(f"downloading {name} of run {run.info.run_id}"):
-                repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=conn.tracking_uri)
+            with conn.errors(f"downloading {name} of run {run_id}"):
+                repo = get_artifact_repository(artifact_uri, tracking_uri=conn.tracking_uri)
                 download_artifact_file(repo, name, local)
         except Exception as exc:  # noqa: BLE001 - missing or unreadable: the caller recomputes
-            log.debug("cannot read %s of run %s: %s", name, run.info.run_id, exc)
+            log.debug("cannot read %s of run %s: %s", name, run_id, exc)
             return None
         with open(local, encoding="utf-8") as fh:
             return fh.read()
@@ -134,18 +138,20 @@ def read_artifact_text(conn: Any, run: Any, name: str) -> str | None:
 @dataclass(frozen=True)
 class LoggedWalkForward:
     """A FINISHED walk-forward parent run as honest selection reads it: what was walked forward
-    (``params``), on what data (``tags``), its aggregate ``metrics`` and when it started."""
+    (``params``), on what data (``tags``), its aggregate ``metrics``, when it started and where
+    its artifacts are."""
 
     run_id: str
     params: dict[str, str]
     tags: dict[str, str]
     metrics: dict[str, float]
     start_time: int
+    artifact_uri: str = ""
 
 
 def _logged(run: Any) -> LoggedWalkForward:
     return LoggedWalkForward(run.info.run_id, dict(run.data.params), dict(run.data.tags), dict(run.data.metrics),
-                             int(run.info.start_time or 0))
+                             int(run.info.start_time or 0), run.info.artifact_uri)
 
 
 def walkforwards_of(store: Any, symbol: str) -> list[LoggedWalkForward]:
@@ -209,16 +215,14 @@ def fold_models(store: Any, parent_run_id: str) -> list[tuple[int, int, str]]:
     return sorted(out)
 
 
-def walkforward_returns(store: Any, run_id: str) -> tuple[list[str], list[float]] | None:
+def walkforward_returns(store: Any, wf: LoggedWalkForward) -> tuple[list[str], list[float]] | None:
     """The stitched out-of-sample days and daily net returns of a walk-forward (its
     ``equity.csv`` without its first day, whose return is 0 by construction — the walk-forward's
     own metrics leave it out too), or ``None`` when the artifact cannot be read."""
     import csv
     import io
 
-    with store.conn.errors(f"reading the walk-forward run {run_id}"):
-        run = store.conn.client.get_run(run_id)
-    text = read_artifact_text(store.conn, run, EQUITY_ARTIFACT)
+    text = _read_text(store.conn, wf.run_id, wf.artifact_uri, EQUITY_ARTIFACT)
     if text is None:
         return None
     rows = list(csv.DictReader(io.StringIO(text)))[1:]  # day 0 starts the equity at 1: no return (as the metrics)

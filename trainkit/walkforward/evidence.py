@@ -44,8 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainkit.store.evaluations import LoggedWalkForward
     from trainkit.walkforward.result import WalkForward
 
-__all__ = ["PBO_BLOCKS", "SNAPSHOT_METRICS", "Evidence", "config_key", "evidence_for", "snapshot", "window_key",
-           "with_evidence"]
+__all__ = ["PBO_BLOCKS", "Evidence", "config_key", "evidence_for", "evidence_of", "finished_walkforward", "snapshot",
+           "window_key", "with_evidence"]
 
 log = logging.getLogger("trainkit")
 
@@ -57,8 +57,6 @@ _NOT_WINDOW = ("seeds", "anchor", "n_folds")
 _WINDOW_PARAMS = tuple(k for k in WALKFORWARD_PARAMS if k not in _NOT_WINDOW)
 #: CSCV's block count (the paper's suggestion); fewer when the out-of-sample days are few
 PBO_BLOCKS = 16
-#: the figures a snapshot logs on a walk-forward or study run
-SNAPSHOT_METRICS = ("deflated_sharpe", "pbo", "n_configs")
 
 
 def _digest(doc: Any) -> str:
@@ -148,14 +146,18 @@ class Evidence:
                 f"config{'s' if self.n_configs != 1 else ''} tried on {self.window}{pbo}")
 
 
+def _window_of(wf: LoggedWalkForward) -> str:
+    return window_key(wf.params, wf.tags.get(TAG_SOURCE_EFFECTIVE))
+
+
 def _representatives(chosen: LoggedWalkForward, runs: Sequence[LoggedWalkForward]) -> list[LoggedWalkForward]:
     """One walk-forward per config on the chosen one's window: the chosen one for its own
     config, else the oldest (``runs`` come oldest first)."""
-    key = window_key(chosen.params, chosen.tags.get(TAG_SOURCE_EFFECTIVE))
+    key = _window_of(chosen)
     mine = config_key(chosen.params)
     reps: dict[str, LoggedWalkForward] = {mine: chosen}
     for r in runs:
-        if window_key(r.params, r.tags.get(TAG_SOURCE_EFFECTIVE)) == key:
+        if _window_of(r) == key:
             reps.setdefault(config_key(r.params), r)
     return [chosen] + [r for k, r in reps.items() if k != mine]
 
@@ -165,8 +167,7 @@ def _n_configs(store: ModelStore, chosen: LoggedWalkForward, reps: Sequence[Logg
     were pruned before they logged one."""
     from trainkit.store.studies import StudyStore
 
-    key = window_key(chosen.params, chosen.tags.get(TAG_SOURCE_EFFECTIVE))
-    return len({config_key(r.params) for r in reps} | StudyStore(store).configs_tried(key))
+    return len({config_key(r.params) for r in reps} | StudyStore(store).configs_tried(_window_of(chosen)))
 
 
 def _read_returns(store: ModelStore, runs: Sequence[LoggedWalkForward]) -> list[tuple[list[str], list[float]] | None]:
@@ -176,21 +177,34 @@ def _read_returns(store: ModelStore, runs: Sequence[LoggedWalkForward]) -> list[
     from trainkit.store.evaluations import walkforward_returns
 
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(runs)))) as pool:
-        return list(pool.map(lambda r: walkforward_returns(store, r.run_id), runs))
+        return list(pool.map(lambda r: walkforward_returns(store, r), runs))
+
+
+def finished_walkforward(store: ModelStore, run_id: str) -> LoggedWalkForward:
+    """The FINISHED walk-forward run ``run_id``, or :class:`ConfigError` saying which ids work."""
+    from trainkit.store.evaluations import get_walkforward
+
+    wf = get_walkforward(store, run_id)
+    if wf is None:
+        raise ConfigError(f"run {run_id} is not a finished walk-forward: give the run id a "
+                          "`trainkit walkforward` or `trainkit tune` printed")
+    return wf
 
 
 def evidence_for(store: ModelStore, walkforward_run_id: str) -> Evidence:
     """The evidence for walk-forward ``walkforward_run_id`` as the choice among every config
     walked forward on its window in ``store`` (counted now: N only grows)."""
+    return evidence_of(store, finished_walkforward(store, walkforward_run_id))
+
+
+def evidence_of(store: ModelStore, chosen: LoggedWalkForward) -> Evidence:
+    """:func:`evidence_for` of a walk-forward run already read."""
     import numpy as np
 
     from trainkit.selection import deflated_sharpe, pbo_cscv, sharpe_per_period
-    from trainkit.store.evaluations import get_walkforward, walkforwards_of
+    from trainkit.store.evaluations import walkforwards_of
 
-    chosen = get_walkforward(store, walkforward_run_id)
-    if chosen is None:
-        raise ConfigError(f"run {walkforward_run_id} is not a finished walk-forward: give the run id a "
-                          "`trainkit walkforward` or `trainkit tune` printed")
+    walkforward_run_id = chosen.run_id
     symbol = chosen.params.get("symbol", "")
     reps = _representatives(chosen, walkforwards_of(store, symbol))
     series = _read_returns(store, reps)
