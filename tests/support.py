@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+from contextlib import contextmanager
 import os
 import shutil
 import socket
 import sqlite3
 import subprocess
+import urllib.request
+import time
+import signal as _signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +122,37 @@ def stored_policy(tracking_uri: str, run_id: str) -> Any:
     root = Path(location.removeprefix("file://"))
     (path,) = root.rglob("policy.zip")
     return load_policy(str(path), run.data.params["algo"])
+
+
+@contextmanager
+def served_model(model_uri: str, env: dict[str, str], root: Path) -> Iterator[str]:
+    """A real ``mlflow models serve`` of ``model_uri`` on 127.0.0.1; its base URL until the block
+    ends, then SIGTERM to its process group (SIGKILL if it lingers)."""
+    port = free_port()
+    with open(root / "serve.log", "w") as log:
+        proc = subprocess.Popen(
+            ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", "127.0.0.1",
+             "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, (root / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(base + "/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "mlflow models serve did not answer /ping"
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(proc.pid, _signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, _signal.SIGKILL)
+            proc.wait()

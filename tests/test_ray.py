@@ -228,6 +228,28 @@ def test_what_counts_as_a_local_cluster_and_absolute_store_paths(tmp_path, monke
         make_executor("local", address="10.0.0.5:6379")
 
 
+def test_no_credential_reaches_a_ray_task_unless_asked_for_and_then_with_a_warning(monkeypatch, caplog) -> None:
+    """Ray shows a job's runtime environment on its dashboard and in its logs (ray #28276): the
+    tasks' environment carries no password, token, user name or URL with a password in it —
+    unless TRAINKIT_RAY_FORWARD_SECRETS=true, which says what it forwards."""
+    from trainkit.executors import ray_worker_env
+
+    secret = {"MLFLOW_TRACKING_PASSWORD": "pw-123456", "MLFLOW_TRACKING_TOKEN": "tok-123456",
+              "MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_FLASK_SERVER_SECRET_KEY": "k-123456",
+              "TRAINKIT_YF_PROXY": "http://bob:proxypw@proxy.example:3128"}
+    for k, v in secret.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
+    env = ray_worker_env("http://mlflow.example:5000")
+    assert not set(secret) & set(env) and env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7", env
+    assert not any(v in json.dumps(env) for v in secret.values())
+    monkeypatch.setenv("TRAINKIT_RAY_FORWARD_SECRETS", "true")
+    with caplog.at_level("WARNING", logger="trainkit"):
+        env = ray_worker_env("http://mlflow.example:5000")
+    assert {k: env[k] for k in secret} == secret
+    assert "MLFLOW_TRACKING_PASSWORD" in caplog.text and "pw-123456" not in caplog.text
+
+
 def test_remote_cluster_with_a_local_store_is_refused_before_anything_is_submitted(sqlite_uri, monkeypatch) -> None:
     from trainkit import TrainingManager
 
@@ -251,13 +273,18 @@ def test_remote_cluster_with_a_local_store_is_refused_before_anything_is_submitt
 
 # ------------------------------------------------------------------------------ a real cluster
 @pytest.mark.slow
-def test_tasks_get_the_store_settings_and_errors_come_back_unwrapped(cluster, sqlite_uri, tmp_path) -> None:
+def test_tasks_get_the_store_settings_and_errors_come_back_unwrapped(cluster, sqlite_uri, tmp_path, monkeypatch) -> None:
+    password = secrets.token_urlsafe(12)  # the driver's credential: the tasks (and Ray's files) never see it
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
     with RayExecutor(address=cluster.address, tracking_uri=sqlite_uri, max_retries=1) as ex:
         env = dict(ex.map_unordered(os.getenv, ["TRAINKIT_CLAIM_SETTLE", "TRAINKIT_CACHE_DIR", "OMP_NUM_THREADS",
-                                                "MKL_NUM_THREADS", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"]))
+                                                "MKL_NUM_THREADS", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID",
+                                                "MLFLOW_TRACKING_PASSWORD"]))
         assert env == {"TRAINKIT_CLAIM_SETTLE": "0.3", "TRAINKIT_CACHE_DIR": os.environ["TRAINKIT_CACHE_DIR"],
                        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": sqlite_uri,
-                       "MLFLOW_RUN_ID": None}
+                       "MLFLOW_RUN_ID": None, "MLFLOW_TRACKING_PASSWORD": None}
+        leaked = subprocess.run(["grep", "-rlF", password, cluster.temp_dir], capture_output=True, text=True).stdout
+        assert leaked == "", f"the password is in Ray's files: {leaked}"  # its logs and runtime-env records
         assert dict(ex.map_unordered(os.path.abspath, ["."])) == {".": str(tmp_path)}  # the driver's directory
         got = dict(ex.map_unordered(partial(parse_bool, name="force"), ["true", "maybe"]))
         assert got["true"] is True

@@ -12,10 +12,8 @@ from __future__ import annotations
 import ast
 import json
 import os
-import signal as _signal
 import subprocess
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,7 +23,7 @@ import pandas as pd
 import pytest
 
 
-from support import FAST, PYTHON, REPO, free_port
+from support import FAST, PYTHON, REPO, served_model
 from test_cli import cli  # noqa: F401  (fixture: the CLI in-process)
 
 TRAIN = ("AAPL", "2020-01-01", "2021-12-31")
@@ -406,59 +404,32 @@ def _post(url: str, doc: dict) -> tuple[int, dict]:
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_bars_with_backtest_positions(env, tmp_path: Path):
     uri = env["new"].model_uri
-    port = free_port()
-    server_env = _no_trainkit_env(env, tmp_path)
-    with open(tmp_path / "serve.log", "w") as log:
-        proc = subprocess.Popen(
-            ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=server_env, start_new_session=True,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 240
-            while True:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                try:
-                    with urllib.request.urlopen(base + "/ping", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "mlflow models serve did not answer /ping"
-                time.sleep(0.5)
+    with served_model(uri, _no_trainkit_env(env, tmp_path), tmp_path) as base:
+        bars = _bars()
+        code, body = _post(base + "/invocations", _payload(bars, {"start": S}))
+        assert code == 200, body
+        served = pd.DataFrame(body["predictions"])
+        bt = _backtest(uri)
+        assert served["date"].tolist() == [str(d.date()) for d in bt.equity["date"]]
+        np.testing.assert_array_equal(served["position"].to_numpy(), bt.equity["position"].to_numpy())
+        # the caller's position, and tomorrow's target only
+        code, body = _post(base + "/invocations", _payload(bars.tail(250), {"start": E, "position": -1}))
+        assert code == 200 and len(body["predictions"]) == 1 and body["predictions"][0]["previous_position"] == -1
 
-            bars = _bars()
-            code, body = _post(base + "/invocations", _payload(bars, {"start": S}))
-            assert code == 200, body
-            served = pd.DataFrame(body["predictions"])
-            bt = _backtest(uri)
-            assert served["date"].tolist() == [str(d.date()) for d in bt.equity["date"]]
-            np.testing.assert_array_equal(served["position"].to_numpy(), bt.equity["position"].to_numpy())
-            # the caller's position, and tomorrow's target only
-            code, body = _post(base + "/invocations", _payload(bars.tail(250), {"start": E, "position": -1}))
-            assert code == 200 and len(body["predictions"]) == 1 and body["predictions"][0]["previous_position"] == -1
+        # observation vectors, as before
+        from trainkit import load_model
 
-            # observation vectors, as before
-            from trainkit import load_model
+        sb3 = load_model(uri)
+        obs = np.random.default_rng(2).normal(size=(16, sb3.observation_space.shape[0])).astype(np.float32)
+        code, body = _post(base + "/invocations", {"inputs": obs.tolist()})
+        assert code == 200 and body["predictions"] == sb3.predict(obs, deterministic=True)[0].tolist()
 
-            sb3 = load_model(uri)
-            obs = np.random.default_rng(2).normal(size=(16, sb3.observation_space.shape[0])).astype(np.float32)
-            code, body = _post(base + "/invocations", {"inputs": obs.tolist()})
-            assert code == 200 and body["predictions"] == sb3.predict(obs, deterministic=True)[0].tolist()
-
-            # bad input: a 4xx naming the problem, never a 500 with a traceback
-            for case, data, params, needle in _bad_inputs(bars):
-                code, body = _post(base + "/invocations", _payload(data, params))
-                assert code == 400, (case, code, body)
-                assert body["error_code"] == "INVALID_PARAMETER_VALUE" and needle in body["message"], (case, body)
-                assert "Traceback" not in json.dumps(body) and not body.get("stack_trace"), (case, body)
-        finally:
-            os.killpg(proc.pid, _signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, _signal.SIGKILL)
-                proc.wait()
+        # bad input: a 4xx naming the problem, never a 500 with a traceback
+        for case, data, params, needle in _bad_inputs(bars):
+            code, body = _post(base + "/invocations", _payload(data, params))
+            assert code == 400, (case, code, body)
+            assert body["error_code"] == "INVALID_PARAMETER_VALUE" and needle in body["message"], (case, body)
+            assert "Traceback" not in json.dumps(body) and not body.get("stack_trace"), (case, body)
     blocked = (tmp_path / "block.log").read_text()
     assert "uvicorn" in blocked and "blocked" not in blocked, blocked  # the server never even tried trainkit
 

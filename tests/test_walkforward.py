@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -221,15 +222,33 @@ def test_walk_forward_caches_folds_and_backtests_and_logs_one_parent(sqlite_uri:
     assert list(folds_csv.columns[-3:]) == ["config_hash", "model_uri", "backtest_run_id"]
     assert list(folds_csv["test_start"]) == [f.test_start for f in wf.folds]
     assert list(folds_csv["sharpe"]) == pytest.approx(sharpes, rel=1e-12)
+    cache_exp = client.get_experiment_by_name("trainkit").experiment_id
+    assert wf.experiment_id == parent.info.experiment_id  # where the UI finds the run
+    for name in ("trainkit", "trainkit-backtests", "trainkit-walkforward"):  # created by trainkit: "model training"
+        assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
+    datasets = set()
     for c in children:
         f = wf.folds[int(c.data.params["fold"])]
         assert c.data.tags["trainkit.backtest_run_id"] == f.backtest.run_id
         bt_run = client.get_run(f.backtest.run_id)
         assert bt_run.data.tags["trainkit.backtest_key"] == c.data.tags["trainkit.backtest_key"] == f.backtest_key
-        # the out-of-sample metrics are on the fold's LoggedModel too, named by the test window
+        # the out-of-sample metrics are on the fold's LoggedModel too, every fold against one dataset (the Models
+        # view: one column per metric); the fold's window is on the metric's run, the fold run
         oos = {x.key: x for x in client.get_logged_model(f.model_id).metrics if x.dataset_name}
         assert oos["sharpe"].value == pytest.approx(f.metrics["sharpe"], rel=1e-12)
-        assert f"{f.test_start}..{f.test_end}" in oos["sharpe"].dataset_name
+        datasets |= {(x.dataset_name, x.dataset_digest) for x in oos.values()}
+        assert oos["sharpe"].run_id == c.info.run_id
+        assert (c.data.params["test_start"], c.data.params["test_end"]) == (f.test_start, f.test_end)
+        # from the fold to its model in one click: a link in the fold run's description (the run page's "Logged
+        # models" lists only models of the run's own experiment), and the model as the run's input
+        assert (f"[`{f.model_uri}` = `models:/{f.model_id}`](#/experiments/{cache_exp}/models/{f.model_id}"
+                "?workflowType=machine_learning)") in c.data.tags["mlflow.note.content"]
+        assert [i.model_id for i in client.get_run(c.info.run_id).inputs.model_inputs] == [f.model_id]
+    # one dataset: the window honest selection counts configs on (a search's trials on these days share it)
+    from trainkit.walkforward.evidence import window_key
+
+    assert datasets == {("WFS out of sample: walk-forward 2015-01-01..2017-12-31, 1y train / 6m test",
+                         window_key(wf.plan.params(), wf.plan.data_source_effective)[:32])}
 
     # a rerun trains nothing and creates no run
     before = all_runs(sqlite_uri)
@@ -308,18 +327,30 @@ def test_seeds_report_their_spread(sqlite_uri: str) -> None:
     m = wf.metrics
     assert m["seed_sharpe_min"] <= m["seed_sharpe_mean"] <= m["seed_sharpe_max"] and m["seed_sharpe_std"] >= 0
     assert wf.to_dict()["seeds"] == [0, 1]
+    # another config (seed 2) on the same days: its models' out-of-sample metrics join the same dataset, so
+    # MLflow's Models view has one column per metric for every fold, seed and config of these days
+    from mlflow.tracking import MlflowClient
+
+    other = walk_forward(ModelCache(), "WFSEED", "2016-01-01", "2017-12-31", "1y", "6m", seeds=(2,), **SYN)
+    client = MlflowClient(sqlite_uri)
+    sets = {(x.dataset_name, x.dataset_digest) for f in wf.folds + other.folds
+            for x in client.get_logged_model(f.model_id).metrics if x.key == "sharpe"}
+    assert len(sets) == 1 and next(iter(sets))[0].startswith("WFSEED out of sample: walk-forward 2016-01-01..2017-12-31")
 
 
 # ============================================================================ a real server, CSV data that start late
 @pytest.mark.server
-def test_walk_forward_on_a_real_server_with_csv_data_that_start_late(server_uri: str, tmp_path: Path) -> None:
+def test_walk_forward_on_a_real_server_with_csv_data_that_start_late(server_uri: str, tmp_path: Path, cli) -> None:
     from backtesting.test import GOOG
+    from mlflow.tracking import MlflowClient
 
     from trainkit.manager import TrainingManager
 
     csv = tmp_path / "GOOG.csv"
     GOOG.to_csv(csv, index_label="Date")
     exp = f"trainkit-wf-{os.getpid()}-{time.time_ns()}"
+    client = MlflowClient(server_uri)
+    client.create_experiment(exp)  # the user's own experiment: trainkit uses it as it is
     manager = TrainingManager(server_uri, exp)
     wf = walk_forward(manager, "GOOG", "2004-01-01", "2007-06-30", "1y", "6m", data_source=f"csv:{csv}", **FAST)
     assert wf.plan.anchor == "2005-06-03" and any("begin on 2004-08-19" in w for w in wf.warnings)
@@ -333,6 +364,30 @@ def test_walk_forward_on_a_real_server_with_csv_data_that_start_late(server_uri:
     assert all_runs(server_uri) == before
     assert [f.status for f in again.folds] == ["cached", "cached"] and again.run_id == wf.run_id
     assert again.metrics == wf.metrics
+    assert "mlflow.experimentKind" not in client.get_experiment_by_name(exp).tags  # found, not created: untouched
+    # against a server, the CLI prints the run's page in the UI's model-training view
+    code, out, err = cli("--tracking-uri", server_uri, "--experiment", exp, "walkforward", "--symbols", "GOOG",
+                         "--start", "2004-01-01", "--end", "2007-06-30", "--train-window", "1y", "--test-window", "6m",
+                         "--data-source", f"csv:{csv}", "--timesteps", "256", "--hp", "n_envs=2", "--hp", "n_steps=64",
+                         "--hp", "batch_size=64", "--hp", "n_epochs=1")
+    assert code == 0, err
+    assert (f"  MLflow UI: {server_uri}/#/experiments/{wf.experiment_id}/runs/{wf.run_id}"
+            "?workflowType=machine_learning") in out.splitlines(), out
+    assert all_runs(server_uri) == before
+    # train prints its model's page
+    code, out, err = cli("--tracking-uri", server_uri, "--experiment", exp, "train", "--symbols", "UILINK",
+                         "--train-start", "2020-01-01", "--train-end", "2020-12-31", "--data-source", "synthetic",
+                         "--timesteps", "256", "--hp", "n_envs=2", "--hp", "n_steps=64", "--hp", "batch_size=64")
+    assert code == 0, err
+    exp_id = client.get_experiment_by_name(exp).experiment_id
+    [link] = [ln for ln in out.splitlines() if ln.startswith("  MLflow UI: ")]
+    assert re.fullmatch(rf"  MLflow UI: {re.escape(server_uri)}/#/experiments/{exp_id}/models/m-[0-9a-f]+"
+                        r"\?workflowType=machine_learning", link), out
+    from trainkit.cli.output import ui_link  # the address is printed without its credentials; no link off a server
+
+    assert ui_link("https://alice:s3cret@mlflow.example.com/team/", "#/runs/{run_id}", run_id="r1") == (
+        "https://mlflow.example.com/team/#/runs/r1")
+    assert ui_link("sqlite:///mlflow.db", "#/runs/{run_id}", run_id="r1") == ""
 
 
 # ============================================================================ two processes at once

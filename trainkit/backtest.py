@@ -215,6 +215,9 @@ def run_backtest(
         hit = _cached(store, key, warnings)
         if hit is not None:
             return hit
+    if log:  # this one would be recorded: may this user write there? (before the policy runs)
+        store.conn.require("EDIT", [BACKTEST_EXPERIMENT], f"backtest of {uri} (pass --no-log to compute it without "
+                                                          "recording a run)")
 
     fs = build_features(fetch.frame, count, scaler=scaler, start=s, end=e)
     traded = run_policy(model, fs, cost_bps=config.cost_bps, allow_short=config.allow_short)

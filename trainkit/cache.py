@@ -146,7 +146,10 @@ class ModelCache:
         else:  # force: none of the models that exist now may answer (clock-free, unlike a time cut)
             superseded = frozenset(rec.run_id for rec, _run in self.store.candidates(config.config_hash))
 
-        # A miss. Data and features first: a bad window or a broken CSV must fail before any
+        # A miss. May this user train here at all? Asked before anything is fetched or claimed
+        # (a viewer on a team server: one line naming the permission, nothing half-done).
+        self.store.conn.require("EDIT", [self.experiment_name], "training a model")
+        # Data and features first: a bad window or a broken CSV must fail before any
         # run is created, and they are cheap next to training.
         from trainkit.data import DataFetcherFactory
         from trainkit.features import build_features, warmup_start
@@ -197,7 +200,7 @@ class ModelCache:
         on Ctrl-C, FAILED on an error). ``None``: the lease went to another trainer."""
         try:
             if self.store.find(config.config_hash, accept) is not None:  # re-check under the lease
-                lease.release()
+                lease.release("another trainer published this config meanwhile")
                 return None
             return self._train(config, lease, fetch, features, progress, t0, accept)
         except TrainingInterrupted:
@@ -230,7 +233,7 @@ class ModelCache:
         if (not retrying("checking the training lease", lease.settle)
                 or retrying("looking the config up", lambda: self.store.find(config.config_hash, accept)) is not None):
             # lost the tie, or a racing trainer already published this config: serve its model
-            lease.release()
+            lease.release("lost the tie, or another trainer published this config first")
             return None
         rec = self.store.publish(
             lease, config, model=model, feature_spec=features.spec(), provenance=fetch,

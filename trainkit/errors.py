@@ -54,6 +54,11 @@ class TrackingServerUnreachable(StoreError):
     """The tracking server did not answer; the message names the URI."""
 
 
+class PermissionDenied(StoreError):
+    """The tracking server refused the signed-in user a permission the request needs; the
+    message names the user, the permission and the experiment (or model)."""
+
+
 class ModelNotFoundError(StoreError):
     """A model URI is well formed but names nothing that exists (or it was deleted)."""
 

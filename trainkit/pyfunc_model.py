@@ -138,7 +138,8 @@ class TrainkitPolicy(PythonModel):
             try:
                 model_input = pd.DataFrame(model_input)
             except (TypeError, ValueError) as exc:
-                raise _bad_input(f"bars given as columns must all have the same length: {exc}") from None
+                raise _bad_input(f"bars given as columns must be lists of one length ({{\"Date\": [...], "
+                                 f"\"Open\": [...], ...}}): {exc}") from None
         if signals.looks_like_bars(model_input):
             try:
                 return signals.signals(
@@ -153,14 +154,16 @@ class TrainkitPolicy(PythonModel):
         expect = (f"expected daily bars (a DataFrame with Date, Open, High, Low, Close, Volume) or observations "
                   f"of shape (n, {self.obs_dim})")
         try:
-            obs = model_input.to_numpy() if hasattr(model_input, "to_numpy") else model_input
-            obs = np.asarray(obs, dtype=np.float32)
+            obs = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
         except (TypeError, ValueError) as exc:
             raise _bad_input(f"{expect}: {exc}") from None
         if obs.ndim == 1:
             obs = obs.reshape(1, -1)
         if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
             raise _bad_input(f"{expect}, got an array of shape {obs.shape}")
+        if obs.dtype.kind not in "iuf":  # a bool, a string or a list is no feature value
+            raise _bad_input(f"{expect}: observations must be numbers, got {obs.dtype} values")
+        obs = obs.astype(np.float32)
         if not np.isfinite(obs).all():
             raise _bad_input("observations contain NaN or infinite values")
         return obs

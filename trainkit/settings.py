@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,6 +137,38 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every ``scheme://user:password@`` password masked, and the value of every
+    credential variable set in this process (:func:`is_credential`) replaced by ``***``: what
+    trainkit prints or logs goes through here (docs/ARCHITECTURE.md, *Secrets*)."""
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    for name, value in os.environ.items():
+        if len(value) >= 4 and is_credential(name, value) and name != MLFLOW_TRACKING_USERNAME.name and value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+_SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL|(^|_)KEY$", re.IGNORECASE)
+
+
+def is_credential(name: str, value: str = "") -> bool:
+    """Does the environment variable ``name`` (set to ``value``) carry a credential? Its name
+    says so (a password, token, secret or key: ``MLFLOW_TRACKING_PASSWORD``,
+    ``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_FLASK_SERVER_SECRET_KEY``…), it is the user name that
+    goes with the password (forwarding one without the other would mix two identities), or its
+    value is a URL with a password in it. The one rule of what trainkit never forwards to Ray
+    by default nor prints."""
+    if name == MLFLOW_TRACKING_USERNAME.name or _SECRET_NAME.search(name):
+        return True
+    try:
+        return urllib.parse.urlsplit(value.strip()).password is not None
+    except ValueError:
+        return False
+
+
 _PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 
 
@@ -175,6 +208,10 @@ TRAINKIT_SERVER_RETRY_S: Setting[float] = Setting(
 TRAINKIT_REGISTERED_NAME: Setting[str] = Setting(
     "TRAINKIT_REGISTERED_NAME", str, "trainkit-{symbol}",
     "template of the registered model name ({symbol} is replaced)")
+TRAINKIT_RAY_FORWARD_SECRETS: Setting[bool] = Setting(
+    "TRAINKIT_RAY_FORWARD_SECRETS", bool, False,
+    "forward MLflow credentials to Ray tasks through runtime_env (visible on Ray's dashboard and logs; "
+    "default: the nodes bring their own)")
 
 # ------------------------------------------------------------------------ MLflow's, set or read
 MLFLOW_TRACKING_URI: Setting[str | None] = Setting(
@@ -183,6 +220,10 @@ MLFLOW_REGISTRY_URI: Setting[str | None] = Setting(
     "MLFLOW_REGISTRY_URI", str, None, "MLflow model registry URI (default: the tracking URI)")
 MLFLOW_TRACKING_USERNAME: Setting[str | None] = Setting(
     "MLFLOW_TRACKING_USERNAME", str, None, "the tracking server's user (recorded as who promoted a model)")
+MLFLOW_TRACKING_PASSWORD: Setting[str | None] = Setting(
+    "MLFLOW_TRACKING_PASSWORD", str, None, "the tracking server user's password (never printed, logged or forwarded)")
+MLFLOW_TRACKING_TOKEN: Setting[str | None] = Setting(
+    "MLFLOW_TRACKING_TOKEN", str, None, "a bearer token for the tracking server (never printed, logged or forwarded)")
 MLFLOW_RUN_ID: Setting[str | None] = Setting(
     "MLFLOW_RUN_ID", str, None, "the project run `mlflow run` started (trainkit records what served it)")
 MLFLOW_HTTP_REQUEST_MAX_RETRIES: Setting[int] = Setting(
@@ -201,8 +242,9 @@ MLFLOW_LOGGING_LEVEL: Setting[str] = Setting(
 #: every setting, in the order ``trainkit --help`` and the docs list them
 ALL: tuple[Setting[Any], ...] = (
     TRAINKIT_CACHE_DIR, TRAINKIT_YF_TIMEOUT, TRAINKIT_YF_PROXY, TRAINKIT_HEARTBEAT, TRAINKIT_STALE_AFTER, TRAINKIT_CLAIM_SETTLE,
-    TRAINKIT_SERVER_RETRY_S, TRAINKIT_REGISTERED_NAME,
-    MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_USERNAME, MLFLOW_RUN_ID, MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT,
+    TRAINKIT_SERVER_RETRY_S, TRAINKIT_REGISTERED_NAME, TRAINKIT_RAY_FORWARD_SECRETS,
+    MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN,
+    MLFLOW_RUN_ID, MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT,
     MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT, MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR, MLFLOW_LOGGING_LEVEL,
 )
 

@@ -36,25 +36,9 @@ from ta.volatility import AverageTrueRange, BollingerBands
 from ta.volume import MFIIndicator, OnBalanceVolumeIndicator
 
 __all__ = [
-    "CATALOG",
-    "CLIP",
-    "FEATURE_NAMES",
-    "FEATURE_VERSION",
-    "LOOKBACKS",
-    "OHLCV",
-    "OUTPUT_COLUMNS",
-    "WARMUP_BARS",
-    "BarsError",
-    "Feature",
-    "SpecError",
-    "catalog",
-    "clean_bars",
-    "compute",
-    "looks_like_bars",
-    "position_levels",
-    "read_spec",
-    "scale",
-    "signals",
+    "CATALOG", "CLIP", "FEATURE_NAMES", "FEATURE_VERSION", "LOOKBACKS", "OHLCV", "OUTPUT_COLUMNS",
+    "WARMUP_BARS", "BarsError", "Feature", "SpecError", "catalog", "clean_bars", "compute",
+    "looks_like_bars", "position_levels", "read_spec", "scale", "signals"
 ]
 
 #: Bumped whenever a formula, a window or the order of the catalog changes (it is in the spec
@@ -265,6 +249,15 @@ def looks_like_bars(frame: Any) -> bool:
     return bool(names & (set(_ALIASES) | set(_DATE_NAMES))) or isinstance(frame.index, pd.DatetimeIndex)
 
 
+def _is_number(x: Any) -> bool:  # a bool is no number: True is neither a price nor a date
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def _show(value: Any, limit: int = 40) -> str:  # a value for a message, cut short
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _days(index: pd.Index | np.ndarray, mask: np.ndarray, k: int = 3) -> str:
     picked = [str(d)[:10] for d in np.asarray(index)[mask][:k]]
     more = int(np.count_nonzero(mask)) - len(picked)
@@ -276,11 +269,11 @@ def _date_index(values: Any, where: str) -> pd.DatetimeIndex:
         idx = pd.DatetimeIndex(values)
     else:
         series = pd.Series(np.asarray(values, dtype=object))
-        numeric = series.map(lambda x: isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool))
+        numeric = series.map(lambda x: _is_number(x) and pd.notna(x))  # NaN (a JSON null): an empty date
         if numeric.any():
             first = series[numeric].iloc[0]
             raise BarsError(
-                f"bars: the dates in {where} must be dates such as '2024-01-02', got the number {first!r} "
+                f"bars: the dates in {where} must be dates such as '2024-01-02', got the number {_show(first)} "
                 "(pandas: to_json(..., date_format='iso'))"
             )
         text = series.astype("string").str.strip()
@@ -294,7 +287,7 @@ def _date_index(values: Any, where: str) -> pd.DatetimeIndex:
         bad = parsed.isna().to_numpy()
         if bad.any():
             i = int(bad.nonzero()[0][0])
-            raise BarsError(f"bars: unparseable date {text.iloc[i]!r} in {where} on row {i} (use YYYY-MM-DD)")
+            raise BarsError(f"bars: unparseable date {_show(text.iloc[i])} in {where} on row {i} (use YYYY-MM-DD)")
         idx = pd.DatetimeIndex(parsed)
     if idx.tz is not None:  # the exchange's local calendar day, not UTC's
         idx = idx.tz_localize(None)
@@ -338,8 +331,8 @@ def clean_bars(bars: Any) -> pd.DataFrame:
     date index; OHLCV columns in any case or punctuation; an ``Adj Close`` column adjusts the
     prices as the data sources do; a ``Symbol``/``Ticker`` column must name one instrument;
     other columns are ignored. Raises :class:`BarsError` naming the problem: missing columns,
-    unparseable or missing dates, unsorted or duplicate dates, missing or non-numeric values,
-    non-positive prices, negative volume, High below Low.
+    unparseable or missing dates, unsorted or duplicate dates, missing (NaN), infinite or
+    non-numeric values (a bool is none), and the bar rules of :func:`check_ohlc`.
 
     The checks run in a fixed order (what the bars are, then their columns, values, dates and
     prices) so a client always hears about the first problem a reader of its bars would hit."""
@@ -349,7 +342,7 @@ def clean_bars(bars: Any) -> pd.DataFrame:
         raise BarsError("bars: no rows")
     df = bars.copy()
     df.columns = [str(c).strip() for c in df.columns]
-    found = ", ".join(df.columns) or "none"
+    found = (", ".join(df.columns) or "none")[:200]
     df, index = _bars_dates(df, found)
     df = _bars_ohlcv(df, found)
     df = _bars_values(df, index)
@@ -377,8 +370,8 @@ def _bars_dates(df: pd.DataFrame, found: str) -> tuple[pd.DataFrame, pd.Datetime
 
 
 def _bars_ohlcv(df: pd.DataFrame, found: str) -> pd.DataFrame:
-    """The OHLCV columns of ``df`` under their canonical names, ``Adj Close`` applied as the
-    data sources apply it; other columns are dropped, a missing or doubled one is refused."""
+    """The OHLCV (and ``Adj Close``) columns of ``df`` under their canonical names; other
+    columns are dropped, a missing or doubled one is refused (``Adj Close`` stands in for Close)."""
     mapping = {}
     for col in df.columns:
         target = _ALIASES.get(_canon(col))
@@ -388,33 +381,42 @@ def _bars_ohlcv(df: pd.DataFrame, found: str) -> pd.DataFrame:
     if df.columns.duplicated().any():
         dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
         raise BarsError(f"bars: column(s) {', '.join(dup)} appear more than once")
-    df = apply_adj_close(df)
-    missing = [c for c in OHLCV if c not in df.columns]
+    missing = [c for c in OHLCV if c not in df.columns and not (c == "Close" and "Adj Close" in df.columns)]
     if missing:
         raise BarsError(f"bars lack column(s) {', '.join(missing)}: need {_NEED} (found: {found})")
     return df
 
 
 def _bars_values(df: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
-    """``df`` as float64 on ``index``; a non-numeric, missing or infinite value is refused with
-    its column and days (served bars have no blank rows to drop: a client sends what it has)."""
+    """``df`` as float64 OHLCV on ``index``, ``Adj Close`` applied (once it too is a number) as the
+    data sources apply it. A value present but no number (text, a bool, a list), missing (NaN, null)
+    or infinite is refused with its column and days (a client sends no blank rows: no drop)."""
+    cols = [c for c in (*OHLCV, "Adj Close") if c in df.columns]
     numeric = {}
-    for col in OHLCV:
+    for col in cols:
         raw = df[col]
-        values = pd.to_numeric(raw, errors="coerce").astype("float64").to_numpy()
+        values = pd.to_numeric(raw.map(_plain) if raw.dtype.kind in "bO" else raw, errors="coerce")
+        values = values.astype("float64").to_numpy()
         bad = np.isnan(values) & raw.notna().to_numpy()
         if bad.any():
-            raise BarsError(f"bars: column {col} has non-numeric value {raw[bad].iloc[0]!r} on {_days(index, bad, 1)}")
+            raise BarsError(f"bars: column {col} has non-numeric value {_show(raw[bad].iloc[0])} on {_days(index, bad, 1)}")
         numeric[col] = values
-    df = pd.DataFrame(numeric, index=index, columns=list(OHLCV))
-    values = df.to_numpy()
-    nan = np.isnan(values)
-    if nan.any():
-        cols = [c for c, m in zip(OHLCV, nan.any(axis=0)) if m]
-        raise BarsError(f"bars: missing values in {', '.join(cols)} on {_days(index, nan.any(axis=1))}")
-    if not np.isfinite(values).all():
-        raise BarsError(f"bars: infinite values on {_days(index, (~np.isfinite(values)).any(axis=1))}")
-    return df
+    values = np.column_stack([numeric[c] for c in cols])
+    for mask, what in ((np.isnan(values), "missing values in {} on {} (NaN or null)"),
+                       (np.isinf(values), "infinite values in {} on {}")):
+        if mask.any():
+            names = ", ".join(c for c, m in zip(cols, mask.any(axis=0)) if m)
+            raise BarsError("bars: " + what.format(names, _days(index, mask.any(axis=1))))
+    return apply_adj_close(pd.DataFrame(numeric, index=index, columns=cols))[list(OHLCV)]
+
+
+def _plain(x: Any) -> Any:  # a cell for pd.to_numeric: a bool is no number, an int beyond float64 is inf
+    if isinstance(x, (bool, np.bool_)):
+        return None
+    try:
+        return float(x) if isinstance(x, int) else x
+    except OverflowError:
+        return np.inf if x > 0 else -np.inf
 
 
 def _check_bar_dates(index: pd.DatetimeIndex) -> None:
@@ -448,17 +450,25 @@ class OHLCVProblem(ValueError):
     """A row no price source may deliver; the message names it (without a source prefix)."""
 
 
+#: No price or volume is above this, and no price below its inverse: no instrument trades out
+#: there, and inside it no feature (a ratio or a product of two values) can leave float64's range.
+BAR_LIMIT = 1e15
+
+
 def check_ohlc(prices: np.ndarray, volume: np.ndarray, days: Callable[[np.ndarray], str]) -> tuple[np.ndarray, np.ndarray]:
     """The rules every daily bar meets, for the data sources and served models alike: prices
-    (Open, High, Low, Close columns) positive, volume not negative, High not below Low.
-    Returns High and Low widened to contain Open and Close (vendors round adjusted prices
-    independently). ``days(mask)`` names the offending days; :class:`OHLCVProblem` otherwise."""
-    nonpos = (prices <= 0).any(axis=1)
-    if nonpos.any():
-        raise OHLCVProblem(f"non-positive prices on {days(nonpos)}")
-    negvol = volume < 0
-    if negvol.any():
-        raise OHLCVProblem(f"negative volume on {days(negvol)}")
+    (Open, High, Low, Close columns) positive, volume not negative, values within :data:`BAR_LIMIT`,
+    High not below Low. Returns High and Low widened to contain Open and Close (vendors round
+    adjusted prices independently); :class:`OHLCVProblem` names the days (``days(mask)``) and columns."""
+    values = np.column_stack([prices, volume])
+    price = np.arange(values.shape[1]) < 4
+    rules = (((values <= 0) & price, "non-positive prices", ""), ((values < 0) & ~price, "negative volume", ""),
+             ((values > BAR_LIMIT) | ((values < 1 / BAR_LIMIT) & price), "implausible values",
+              f": prices lie within [{1 / BAR_LIMIT:g}, {BAR_LIMIT:g}] and volumes below {BAR_LIMIT:g}"))
+    for mask, what, why in rules:
+        if mask.any():
+            cols = ", ".join(c for c, m in zip(OHLCV, mask.any(axis=0)) if m)
+            raise OHLCVProblem(f"{what} on {days(mask.any(axis=1))} ({cols}){why}")
     o, h, low, c = (prices[:, i] for i in range(4))
     inverted = h < low
     if inverted.any():
@@ -467,14 +477,12 @@ def check_ohlc(prices: np.ndarray, volume: np.ndarray, days: Callable[[np.ndarra
 
 
 def _day(value: Any, name: str) -> np.datetime64:
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        raise BarsError(f"{name} must be a date such as '2024-01-02', got {value!r}")
     try:
-        ts = pd.Timestamp(value)
+        ts = None if _is_number(value) else pd.Timestamp(value)
     except (ValueError, TypeError):
-        raise BarsError(f"{name} must be a date such as '2024-01-02', got {value!r}") from None
-    if pd.isna(ts):
-        raise BarsError(f"{name} must be a date such as '2024-01-02', got {value!r}")
+        ts = None
+    if ts is None or pd.isna(ts):
+        raise BarsError(f"{name} must be a date such as '2024-01-02', got {_show(value)}")
     return np.datetime64(ts.date(), "D")
 
 
@@ -483,11 +491,11 @@ def _start_index(levels: np.ndarray, position: Any) -> int:
     try:
         p = float(position)
     except (TypeError, ValueError):
-        raise BarsError(f"position must be one of {allowed}, got {position!r}") from None
+        raise BarsError(f"position must be one of {allowed}, got {_show(position)}") from None
     hits = np.flatnonzero(levels == p)
     if not hits.size:
         why = "" if p != -1.0 else " (this model was trained without shorting)"
-        raise BarsError(f"position must be one of {allowed}, got {position!r}{why}")
+        raise BarsError(f"position must be one of {allowed}, got {_show(position)}{why}")
     return int(hits[0])
 
 

@@ -96,21 +96,36 @@ class TeamClient:
         env.update(self.extra_env)
         return env
 
-    def _spawn(self, argv: list[str], shown: list[str]) -> Running:
+    def _spawn(self, argv: list[str], shown: list[str], env: dict[str, str] | None = None) -> Running:
         self._n += 1
         out, err = self.logs / f"{self._n:02d}.out", self.logs / f"{self._n:02d}.err"
         with open(out, "w") as o, open(err, "w") as e:
-            proc = subprocess.Popen(argv, stdout=o, stderr=e, stdin=subprocess.DEVNULL, cwd=self.cwd, env=self.env())
+            proc = subprocess.Popen(argv, stdout=o, stderr=e, stdin=subprocess.DEVNULL, cwd=self.cwd,
+                                    env={**self.env(), **(env or {})})
         return Running(self, shown, proc, out, err)
 
     def start(self, *args: str) -> Running:
         """``python -m trainkit *args`` in the background."""
         return self._spawn([PYTHON, "-m", "trainkit", *args], list(args))
 
-    def start_at_barrier(self, barrier: Path, n: int, *args: str) -> Running:
-        """``python -m trainkit *args``, released together with n-1 other such processes."""
+    def start_at_barrier(self, barrier: Path, n: int, *args: str, at_lease: tuple[str, int] | None = None) -> Running:
+        """``python -m trainkit *args``, released together with n-1 other such processes.
+
+        ``at_lease=(config_hash, k)``: also held, with k-1 others, inside the race window of the
+        lease on ``config_hash`` — each has looked, seen no live lease and is about to create
+        its own — so their claims meet in the store (the launcher of the sqlite and server races,
+        tests/reliability/rel_support.ACQUIRE_BARRIER_LAUNCHER: timing only, the protocol runs
+        unchanged). ``claim_times(barrier)`` then says when each went on."""
         barrier.mkdir(parents=True, exist_ok=True)
-        return self._spawn([PYTHON, str(BARRIER), str(barrier), str(n), *args], list(args))
+        if at_lease is None:
+            return self._spawn([PYTHON, str(BARRIER), str(barrier), str(n), *args], list(args))
+        from reliability.rel_support import ACQUIRE_BARRIER_LAUNCHER  # tests/ is on sys.path, as for `support`
+
+        (barrier / "lease").mkdir(exist_ok=True)
+        env = {"TK_ACQUIRE_BARRIER": str(barrier / "lease"), "TK_ACQUIRE_BARRIER_HASH": at_lease[0],
+               "TK_ACQUIRE_BARRIER_N": str(at_lease[1])}
+        return self._spawn([PYTHON, "-c", ACQUIRE_BARRIER_LAUNCHER, str(BARRIER), str(barrier), str(n), *args],
+                           list(args), env=env)
 
     def start_python(self, code: str, *args: str) -> Running:
         """``python -c code *args`` in the client's directory and environment."""
@@ -128,6 +143,26 @@ def together(*running: Running, timeout: float = 300) -> list[Result]:
 
 def go_times(barrier: Path) -> list[float]:
     return sorted(float((barrier / f).read_text()) for f in os.listdir(barrier) if f.startswith("go-"))
+
+
+def config_hash(symbol: str, timesteps: int) -> str:
+    """The hash the CLI computes for ``train --symbols SYMBOL WINDOW_CLI --data-source synthetic``
+    with tests/support.py's FAST_CLI at ``timesteps`` (as tests/reliability/rel_support.py's
+    ``config_hash``; the tests compare it with the hash the clients report)."""
+    from support import FAST
+    from trainkit.config import TrainConfig
+
+    options = {k: v for k, v in FAST.items() if k != "timesteps"}
+    return TrainConfig.create(symbol, START, END, 21, "synthetic", timesteps, **options).config_hash
+
+
+def claim_times(barrier: Path) -> list[float]:
+    """When each process held at the lease barrier (``start_at_barrier(at_lease=…)``) went on
+    to create its lease."""
+    lease = barrier / "lease"
+    if not lease.is_dir():
+        return []
+    return sorted(float((lease / f).read_text()) for f in os.listdir(lease) if f.startswith("claim-"))
 
 
 # ----------------------------------------------------------------------------- the server, read back

@@ -72,7 +72,7 @@ class _Formatter(logging.Formatter):
         msg = f"{record.levelname.lower()}: {record.getMessage()}"
         if record.exc_info and state.verbose:
             msg += "\n" + self.formatException(record.exc_info)
-        return msg
+        return env_settings.redact_text(msg)  # a message may quote a URI or a setting
 
 
 class _AfterInterrupt(logging.Filter):

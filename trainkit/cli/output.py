@@ -28,7 +28,7 @@ from trainkit.store import contract as C
 __all__ = [
     "STATUS_TEXT", "created_text", "emit_json", "error_row", "fold_progress", "one_line", "print_backtest",
     "print_explanation", "print_models", "print_rich", "print_signal", "print_train_dry_run", "print_train_row",
-    "print_walkforward", "print_walkforward_dry_run", "result_row", "source_text", "stdout_for",
+    "print_walkforward", "print_walkforward_dry_run", "result_row", "source_text", "stdout_for", "ui_link",
 ]
 
 #: what the text output says for each training status
@@ -91,6 +91,26 @@ def _table(*columns: tuple[str, str]) -> Any:
     return table
 
 
+def ui_link(tracking_uri: str, route: str, **ids: str) -> str:
+    """The MLflow UI page ``route`` (``contract.UI_*``: it opens in the model-training view) of
+    ``ids`` on an http(s) tracking server, else ``""`` (or when an id is unknown). The server's
+    address is printed without its credentials."""
+    import urllib.parse
+
+    from trainkit.settings import redact_url
+
+    u = urllib.parse.urlsplit(str(tracking_uri or ""))
+    if u.scheme.lower() not in ("http", "https") or not all(ids.values()):
+        return ""
+    base = urllib.parse.urlunsplit((u.scheme, u.netloc.rsplit("@", 1)[-1], u.path.rstrip("/"), "", ""))
+    return redact_url(f"{base}/" + route.format(**{k: urllib.parse.quote(str(v), safe="") for k, v in ids.items()}))
+
+
+def _ui(out: TextIO, link: str) -> None:
+    if link:
+        out.write(f"  MLflow UI: {link}\n")
+
+
 # ----------------------------------------------------------------------------- train rows
 def per_symbol(out: TextIO, items: Sequence[Any], symbol_of: Callable[[Any], str], run: Callable[[Any], Any],
                render: Callable[[TextIO, Any], None], *, json_mode: bool, verbose: int = 0) -> int:
@@ -144,8 +164,9 @@ def error_row(symbol: str, exc: BaseException | None, verbose: int = 0) -> dict[
             "exit_code": int(getattr(exc, "exit_code", EXIT_RUNTIME))}
 
 
-def print_train_row(out: TextIO, row: dict[str, Any], width: int) -> None:
-    """One line per symbol as it finishes (an error: one line on stderr)."""
+def print_train_row(out: TextIO, row: dict[str, Any], width: int, link: str = "") -> None:
+    """One line per symbol as it finishes (an error: one line on stderr), and the model's
+    MLflow UI page on a tracking server."""
     if row["status"] == "error":
         sys.stderr.write(f"error: {row['symbol']}: {row['error']}\n")
         return
@@ -154,6 +175,7 @@ def print_train_row(out: TextIO, row: dict[str, Any], width: int) -> None:
     if row.get("registered"):
         line += f"  registered {row['registered']}"
     out.write(line + "\n")
+    _ui(out, link)
     out.flush()
 
 
@@ -306,13 +328,7 @@ def fold_progress(symbol: str, total: int, show: bool) -> Iterator[Callable[[Any
         yield None
         return
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
                TimeElapsedColumn())
@@ -334,8 +350,8 @@ def _describe_plan(p: Any) -> str:
             f"anchored at {p.anchor}")
 
 
-def print_walkforward(out: TextIO, wf: Any) -> None:
-    """A walk-forward: its folds, the stitched out-of-sample line, the fold statistics and its run."""
+def print_walkforward(out: TextIO, wf: Any, link: str = "") -> None:
+    """A walk-forward: its folds, the stitched out-of-sample line, the fold statistics, its run (and ``link``)."""
     p, m = wf.plan, wf.metrics
     many = len(p.seeds) > 1
     out.write(f"{p.symbol}: {len(p.windows)} folds{f' × {len(p.seeds)} seeds' if many else ''}, {_describe_plan(p)}; "
@@ -371,6 +387,7 @@ def print_walkforward(out: TextIO, wf: Any) -> None:
         out.write(f"identical to walk-forward run {wf.run_id} in experiment trainkit-walkforward (nothing new logged)\n")
     else:
         out.write(f"logged as run {wf.run_id} in experiment trainkit-walkforward\n")
+    _ui(out, link)
     out.flush()
 
 
@@ -389,14 +406,12 @@ def print_walkforward_dry_run(out: TextIO, docs: Sequence[dict[str, Any]], plans
 
 
 def _value(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def print_tune(out: TextIO, res: Any) -> None:
+def print_tune(out: TextIO, res: Any, link: str = "") -> None:
     """A study after ``tune``: one row per trial (its sampled values, value, models trained
-    now), then the best trial."""
+    now), then the best trial (``link``: its walk-forward in the MLflow UI)."""
     names = list(res.space)
     out.write(f"{res.symbol}: study {res.study} — {res.n_trials} finished trials, {res.n_configs} distinct configs, "
               f"{res.trained} models trained now; objective {res.objective} ({res.direction})\n")
@@ -414,6 +429,7 @@ def print_tune(out: TextIO, res: Any) -> None:
         hp = ", ".join(f"{k}={_value(v)}" for k, v in best.hyperparams.items())
         out.write(f"best: trial {best.number}, {res.objective} {best.value:.3f} — {hp}\n"
                   f"  walk-forward run {best.walkforward_run_id}; study run {res.study_run_id} in experiment trainkit-tune\n")
+        _ui(out, link)
         if res.evidence is not None:
             out.write(evidence_line(res.evidence) + "\n")
     out.flush()
@@ -451,14 +467,15 @@ def evidence_line(ev: Any) -> str:
             f"{'s' if ev.n_configs != 1 else ''} tried on {ev.window}; {pbo}")
 
 
-def print_promotion(out: TextIO, res: Any) -> None:
-    """``promote``: the decision, the figures and what moved."""
+def print_promotion(out: TextIO, res: Any, link: str = "") -> None:
+    """``promote``: the decision, the figures and what moved (``link``: the version in the UI)."""
     out.write(f"{res.symbol}: walk-forward {res.walkforward_run_id}" + (f" (best of study {res.study})" if res.study else "")
               + f", raw Sharpe {res.evidence.sharpe:.2f}\n{evidence_line(res.evidence)}\n  gate: {res.gates.describe()}\n")
     before = f"version {res.previous_version}" if res.previous_version else "nothing"
     if res.promoted:
         out.write(f"promoted: models:/{res.name}@{res.alias} -> version {res.version} (was {before}); "
                   f"model {res.model_uri}{' (trained now)' if res.trained else ''}\n")
+        _ui(out, link)
     elif res.would_promote:
         out.write(f"dry run: {res.reason}; models:/{res.name}@{res.alias} stays at {before}\n")
     else:

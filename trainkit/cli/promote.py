@@ -14,9 +14,9 @@ import click
 from trainkit.cli.exit import EXIT_OK, EXIT_REFUSED
 from trainkit.cli.group import Settings
 from trainkit.cli.options import SYMBOL, Parsed
-from trainkit.cli.output import emit_json, print_promotion, print_promotion_history, stdout_for
+from trainkit.cli.output import emit_json, print_promotion, print_promotion_history, stdout_for, ui_link
 from trainkit.promotion import DEFAULT_ALIAS, DEFAULT_MIN_DSR, check_probability, check_source
-from trainkit.store.contract import check_alias, check_registered_name
+from trainkit.store.contract import UI_MODEL_VERSION, check_alias, check_registered_name
 
 __all__ = ["promote"]
 
@@ -60,13 +60,16 @@ def promote(settings: Settings, symbol: str | None, study: str | None, walkforwa
         raise click.UsageError("give --symbol (with --study or --walkforward-run), or --history / --rollback with --name")
     check_source(study, walkforward_run_id)
     with stdout_for(json_mode) as out:
-        res = settings.manager(create=not dry_run).promote(
+        manager = settings.manager(create=not dry_run)
+        res = manager.promote(
             symbol, study=study, walkforward_run_id=walkforward_run_id, alias=alias or DEFAULT_ALIAS, min_dsr=min_dsr,
             max_pbo=max_pbo, name=name, dry_run=dry_run)
         if json_mode:
             emit_json(out, res.to_dict())
-        else:
-            print_promotion(out, res)
+        else:  # a version that moved: its page in the UI
+            link = ui_link(manager.tracking_uri, UI_MODEL_VERSION, name=res.name,
+                           version=res.version or "") if res.promoted else ""
+            print_promotion(out, res, link)
     if not res.would_promote:
         sys.stderr.write(res.reason + "\n")
         return EXIT_REFUSED

@@ -26,6 +26,7 @@ from trainkit.cli.exit import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, exit_now
 from trainkit.cli.group import Interrupted, cli, state
 from trainkit.cli.output import one_line
 from trainkit.errors import TrainkitError, caused_by_interrupt
+from trainkit.settings import redact_text
 
 __all__ = ["Refused", "main", "run"]
 
@@ -66,20 +67,25 @@ def _interrupted(cause: BaseException) -> int:
 
 def _report(exc: Exception) -> int:
     """One line on stderr for an error that is not an interrupt (the traceback with -v), and
-    its exit code."""
+    its exit code. Whatever it writes has its secrets masked (:func:`redact_text`): a message
+    may quote a URI or a setting."""
     if isinstance(exc, click.ClickException):
         hint = ""
         ctx = getattr(exc, "ctx", None)
         if isinstance(exc, click.UsageError) and ctx is not None and not isinstance(exc, Refused):
             hint = f" (see '{ctx.command_path} --help')"
-        sys.stderr.write(f"error: {exc.format_message()}{hint}\n")
+        _err(f"error: {exc.format_message()}{hint}\n")
         return exc.exit_code
     if state.verbose:
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        _err("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     if isinstance(exc, TrainkitError):
-        sys.stderr.write(f"error: {one_line(exc)}\n")
+        _err(f"error: {one_line(exc)}\n")
         return exc.exit_code
     # a bug or an error nobody translated: still one line
     hint = "" if state.verbose else " (run with --verbose for the traceback)"
-    sys.stderr.write(f"error: {type(exc).__name__}: {one_line(exc)}{hint}\n")
+    _err(f"error: {type(exc).__name__}: {one_line(exc)}{hint}\n")
     return EXIT_RUNTIME
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(redact_text(text))

@@ -29,9 +29,11 @@ from trainkit.cli.output import (
     print_train_row,
     result_row,
     stdout_for,
+    ui_link,
 )
 from trainkit.config import TrainConfig
 from trainkit.errors import TrainkitError
+from trainkit.store.contract import UI_MODEL
 
 __all__ = ["register_row", "train"]
 
@@ -80,19 +82,20 @@ def train(settings: Settings, force: bool, register: bool, workers: int, executo
         codes: list[int] = []
         width = max(len(s) for s in symbols)
 
-        def report(row: dict[str, Any], code: int) -> None:
+        def report(row: dict[str, Any], code: int, rec: Any = None) -> None:
             if code == EXIT_OK and register:
                 code = register_row(manager, row)
             rows.append(row)
             codes.append(code)
             if not json_mode or row["status"] == "error":  # an error is one line on stderr in both modes
-                print_train_row(out, row, width)
+                print_train_row(out, row, width, ui_link(manager.tracking_uri, UI_MODEL, model_id=rec.model_id or "",
+                                                         experiment_id=rec.experiment_id) if rec else "")
 
         if project_run_id:  # `mlflow run`: one symbol, in this process, recorded in the project run
             try:
                 res = manager.get_config(configs[0], force=force, no_fallback=no_fallback, project_run_id=project_run_id,
                                          load=False)
-                report(result_row(res), EXIT_OK)
+                report(result_row(res), EXIT_OK, res.record)
             except TrainkitError as exc:
                 report(error_row(configs[0].symbol, exc, settings.verbose), exc.exit_code)
         else:
@@ -101,7 +104,7 @@ def train(settings: Settings, force: bool, register: bool, workers: int, executo
             with contextlib.closing(manager.iter_models(requests, runner, load=False)) as outcomes:  # Ctrl-C: cancelled at once
                 for outcome in outcomes:
                     if outcome.result is not None:
-                        report(result_row(outcome.result), EXIT_OK)
+                        report(result_row(outcome.result), EXIT_OK, outcome.result.record)
                     else:
                         report(error_row(outcome.request.config.symbol, outcome.error, settings.verbose),
                                outcome.exit_code)

@@ -22,7 +22,8 @@ from trainkit.cli.options import (
     walkforward_options,
     walkforward_span,
 )
-from trainkit.cli.output import emit_json, per_symbol, print_tune, print_tune_dry_run, stdout_for
+from trainkit.cli.output import emit_json, per_symbol, print_tune, print_tune_dry_run, stdout_for, ui_link
+from trainkit.store.contract import UI_RUN
 
 __all__ = ["tune"]
 
@@ -93,8 +94,13 @@ def tune(ctx: click.Context, start: str, end: str | None, train_window: str, tes
             return run_study(manager, plan, spec, trials, runner, parallel=max(1, workers),
                              on_trial=None if json_mode else _progress(spec.symbol))
 
+        def render(o: TextIO, res: Any) -> None:  # with the best trial's walk-forward in the UI (from its evidence)
+            ev = res.evidence
+            print_tune(o, res, ui_link(manager.tracking_uri, UI_RUN, experiment_id=ev.experiment_id if ev else "",
+                                       run_id=ev.walkforward_run_id if ev else ""))
+
         with runner:
-            code = per_symbol(out, specs, lambda item: item[1].symbol, run, print_tune, json_mode=json_mode,
+            code = per_symbol(out, specs, lambda item: item[1].symbol, run, render, json_mode=json_mode,
                               verbose=settings.verbose)
     if code != EXIT_OK:
         raise click.exceptions.Exit(code)

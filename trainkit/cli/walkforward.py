@@ -27,7 +27,9 @@ from trainkit.cli.output import (
     print_walkforward,
     print_walkforward_dry_run,
     stdout_for,
+    ui_link,
 )
+from trainkit.store.contract import UI_RUN
 
 __all__ = ["walkforward"]
 
@@ -82,7 +84,9 @@ def walkforward(ctx: click.Context, start: str, end: str | None, train_window: s
         with runner:  # Ray: one connection for every symbol's plan
             code = per_symbol(out, plans, lambda p: p.symbol,
                               lambda p: _run(manager, p, runner, force=force, no_fallback=no_fallback, show=not json_mode),
-                              print_walkforward, json_mode=json_mode, verbose=settings.verbose)
+                              lambda o, wf: print_walkforward(o, wf, ui_link(
+                                  manager.tracking_uri, UI_RUN, experiment_id=wf.experiment_id or "", run_id=wf.run_id or "")),
+                              json_mode=json_mode, verbose=settings.verbose)
     if code != EXIT_OK:
         raise click.exceptions.Exit(code)
 

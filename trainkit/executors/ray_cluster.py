@@ -79,9 +79,13 @@ def absolute_tracking_uri(uri: str) -> str:
 def ray_worker_env(tracking_uri: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a Ray task needs, passed through ``runtime_env={"env_vars": …}``: every
     trainkit and MLflow setting set in the driver (``trainkit.settings.ALL``, and any other
-    ``TRAINKIT_*`` / ``MLFLOW_*`` variable, e.g. MLflow's credentials), the tracking URI (made
-    absolute), one thread per numeric library, then ``extra``. Not passed: the driver's
-    run-scoped MLflow variables (``MLFLOW_RUN_ID``, ``MLFLOW_EXPERIMENT_ID/NAME``)."""
+    ``TRAINKIT_*`` / ``MLFLOW_*`` variable), the tracking URI (made absolute), one thread per
+    numeric library, then ``extra``. Not passed: the driver's run-scoped MLflow variables
+    (``MLFLOW_RUN_ID``, ``MLFLOW_EXPERIMENT_ID/NAME``), and no credential
+    (:func:`trainkit.settings.is_credential`: passwords, tokens, the user name, a URL with a
+    password): Ray shows a job's runtime environment on its dashboard and in its logs, so the
+    nodes bring their own (docs/ARCHITECTURE.md, *Users, permissions and secrets*).
+    ``TRAINKIT_RAY_FORWARD_SECRETS=true`` forwards them anyway, with a warning."""
     from trainkit import settings
 
     env: dict[str, str] = {}
@@ -97,6 +101,13 @@ def ray_worker_env(tracking_uri: str, extra: dict[str, str] | None = None) -> di
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.update(THREAD_VARS)
     env.update(extra or {})
+    secrets = sorted(name for name, value in env.items() if settings.is_credential(name, value))
+    if secrets and settings.TRAINKIT_RAY_FORWARD_SECRETS.get():
+        log.warning("forwarding %s to Ray tasks (TRAINKIT_RAY_FORWARD_SECRETS): anyone who can see the cluster's "
+                    "dashboard or logs can read them", ", ".join(secrets))
+    else:
+        for name in secrets:
+            del env[name]
     return env
 
 

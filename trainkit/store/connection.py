@@ -35,6 +35,12 @@ from trainkit.errors import (
     TrackingServerUnreachable,
     TrainingInterrupted,
 )
+from trainkit.store.access import (
+    Permissions,
+    adopt_uri_credentials,
+    authorization_header,
+    refusal,
+)
 
 log = logging.getLogger("trainkit")
 
@@ -58,12 +64,14 @@ def is_local_file_store(tracking_uri: str) -> bool:
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     """The URI in force: the argument, else ``MLFLOW_TRACKING_URI``, else MLflow's default
-    (``sqlite:///mlflow.db`` in the working directory, artifacts in ``./mlruns``)."""
-    if tracking_uri:
-        return tracking_uri
-    import mlflow
+    (``sqlite:///mlflow.db`` in the working directory, artifacts in ``./mlruns``) — without
+    credentials: ``user:password@`` moves to this process's MLflow credential variables
+    (:func:`~trainkit.store.access.adopt_uri_credentials`)."""
+    if not tracking_uri:
+        import mlflow
 
-    return mlflow.get_tracking_uri()
+        tracking_uri = mlflow.get_tracking_uri()
+    return adopt_uri_credentials(tracking_uri)
 
 
 def store_exists(tracking_uri: str) -> bool:
@@ -114,8 +122,9 @@ def check_health(uri: str) -> None:
     :class:`TrackingServerUnreachable` naming the URI when nothing answers or it answers 5xx."""
     url = uri.rstrip("/") + "/health"
     timeout = min(float(settings.MLFLOW_HTTP_REQUEST_TIMEOUT.get()), 10.0)
+    request = urllib.request.Request(url, headers=authorization_header(uri))  # a proxy in front may ask for it
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (the user's URI)
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 (the user's URI)
             if resp.status >= 500:
                 raise TrackingServerUnreachable(f"MLflow tracking server at {uri} answered HTTP {resp.status} on /health")
     except urllib.error.HTTPError as exc:
@@ -220,6 +229,9 @@ class StoreErrors(contextlib.AbstractContextManager):
         from mlflow.exceptions import MlflowException
 
         if isinstance(exc, (MlflowException, OSError)):  # requests' errors are OSErrors
+            refused = refusal(exc, self.what, self.uri)
+            if refused is not None:  # 401, or one of the two 403s: each says its own fix
+                raise refused from exc
             msg = _first_line(exc)
             if is_unreachable(exc):
                 raise TrackingServerUnreachable(f"{self.what}: the {self.server} at {self.uri} did not answer ({msg})") from exc
@@ -278,6 +290,13 @@ class Connection:
         prepare_tracking(self.tracking_uri, create=create)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self._experiments: dict[str, str] = {}
+        self.permissions = Permissions(self)
+
+    def require(self, need: str, experiments: Sequence[str], doing: str) -> None:
+        """Fail before the work, not half-way: :class:`~trainkit.errors.PermissionDenied`
+        unless the signed-in user holds ``need`` on every experiment named (see
+        :meth:`Permissions.require <trainkit.store.access.Permissions.require>`)."""
+        self.permissions.require(need, experiments, doing)
 
     def errors(self, what: str) -> StoreErrors:
         return StoreErrors(what, self.tracking_uri)
@@ -302,10 +321,14 @@ class Connection:
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created if missing and restored if deleted (MLflow
-        keeps a deleted experiment's name reserved)."""
+        keeps a deleted experiment's name reserved). Only an experiment trainkit creates is
+        tagged for the UI (``mlflow.experimentKind``: model training, not GenAI); one that
+        exists is used as it is."""
         if name in self._experiments:
             return self._experiments[name]
         from mlflow.exceptions import MlflowException
+
+        from trainkit.store.contract import EXPERIMENT_KIND, TAG_EXPERIMENT_KIND
 
         with self.errors(f"opening experiment {name!r}"):
             exp = self.client.get_experiment_by_name(name)
@@ -316,7 +339,7 @@ class Connection:
                 exp_id = exp.experiment_id
             else:
                 try:
-                    exp_id = self.client.create_experiment(name)
+                    exp_id = self.client.create_experiment(name, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
                 except MlflowException:  # another process created it first
                     exp = self.client.get_experiment_by_name(name)
                     if exp is None:

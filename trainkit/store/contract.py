@@ -58,6 +58,16 @@ TAG_NOTE: Final = "mlflow.note.content"  #: the run's description in the UI
 TAG_PARENT_RUN: Final = "mlflow.parentRunId"  #: nests a run under another in the UI
 TAG_MODEL_VERSIONS: Final = "mlflow.modelVersions"  #: on a LoggedModel: JSON list of its registered versions
 TAG_USER: Final = "mlflow.user"  #: who made a run (a promotion record: who moved the alias)
+TAG_EXPERIMENT_KIND: Final = "mlflow.experimentKind"  #: set only on the experiments trainkit creates
+EXPERIMENT_KIND: Final = "custom_model_development"  #: the UI's "Machine learning" kind (not GenAI)
+
+# ---------------------------------------------------------------------------- the MLflow UI
+# The pages trainkit links to, after the tracking server's address (checked on MLflow 3.17's UI).
+# That UI opens in its GenAI view unless the link says workflowType=machine_learning (it reads the
+# URL, then the browser's last choice; not TAG_EXPERIMENT_KIND).
+UI_RUN: Final = "#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+UI_MODEL: Final = "#/experiments/{experiment_id}/models/{model_id}?workflowType=machine_learning"
+UI_MODEL_VERSION: Final = "#/models/{name}/versions/{version}?workflowType=machine_learning"
 
 # ----------------------------------------------------------------------------- renamed tags
 #: **The legacy-name convention.** A tag is never renamed in place: the new name becomes the

@@ -10,8 +10,11 @@
   carries the key of the whole evaluation (``trainkit.walkforward_key``: the spec and every
   fold's backtest key), so an identical walk-forward finds it (:func:`find_walkforward`) and
   creates no run. Each fold's out-of-sample metrics are also logged against the fold's
-  LoggedModel (MLflow 3 model metrics, with the test window as the dataset), so the Models view
-  can rank models by out-of-sample Sharpe.
+  LoggedModel (MLflow 3 model metrics), every fold of a walk-forward against one dataset (the
+  caller names it: :func:`trainkit.walkforward.report.oos_dataset`), so the Models view shows one
+  column per metric and can rank models by out-of-sample Sharpe. The fold run names the model
+  in its inputs (MLflow 3 lineage) and in its description, with a link: the UI's "Logged
+  models" table of a run lists only models of the run's own experiment.
 
 Everything goes through ``MlflowClient`` with explicit run ids (never the fluent API). Checked
 on MLflow 3.17 (``Metric(model_id=…, dataset_name=…, dataset_digest=…)`` in ``log_batch``).
@@ -56,7 +59,8 @@ class LoggedBacktest:
 class FoldRun:
     """One child run of a walk-forward: a fold (and seed) pointing at its backtest. ``model_id``:
     the fold's LoggedModel, which ``metrics`` are also logged against (``dataset_name`` and
-    ``dataset_digest`` name the test window's prices)."""
+    ``dataset_digest``: the walk-forward's out-of-sample dataset, one for all its folds; the
+    fold's own test window is in ``params``)."""
 
     run_name: str
     params: dict[str, str]
@@ -138,8 +142,8 @@ def _read_text(conn: Any, run_id: str, artifact_uri: str, name: str) -> str | No
 @dataclass(frozen=True)
 class LoggedWalkForward:
     """A FINISHED walk-forward parent run as honest selection reads it: what was walked forward
-    (``params``), on what data (``tags``), its aggregate ``metrics``, when it started and where
-    its artifacts are."""
+    (``params``), on what data (``tags``), its aggregate ``metrics``, when it started, where
+    its artifacts are and its experiment."""
 
     run_id: str
     params: dict[str, str]
@@ -147,11 +151,12 @@ class LoggedWalkForward:
     metrics: dict[str, float]
     start_time: int
     artifact_uri: str = ""
+    experiment_id: str = ""  #: where the UI finds the run
 
 
 def _logged(run: Any) -> LoggedWalkForward:
     return LoggedWalkForward(run.info.run_id, dict(run.data.params), dict(run.data.tags), dict(run.data.metrics),
-                             int(run.info.start_time or 0), run.info.artifact_uri)
+                             int(run.info.start_time or 0), run.info.artifact_uri, run.info.experiment_id)
 
 
 def walkforwards_of(store: Any, symbol: str) -> list[LoggedWalkForward]:
@@ -283,8 +288,9 @@ def _log_fold(conn: Any, exp: str, parent: str, fold: FoldRun) -> str:
 
 
 def _for_model(metric: Any, fold: FoldRun) -> Any:
-    """The same metric, linked to the fold's LoggedModel and its test window (MLflow 3 stores it
-    on the run *and* on the model; checked on MLflow 3.17)."""
+    """The same metric, linked to the fold's LoggedModel and the walk-forward's out-of-sample
+    dataset (MLflow 3 stores it on the run *and* on the model, with the run's id; checked on
+    MLflow 3.17)."""
     from mlflow.entities import Metric
 
     return Metric(metric.key, metric.value, metric.timestamp, metric.step, model_id=fold.model_id,

@@ -17,12 +17,12 @@ The protocol (docs/ARCHITECTURE.md, "The lease"):
    :meth:`LeaseManager.wait`). Otherwise it creates one, lets ``TRAINKIT_CLAIM_SETTLE`` seconds
    pass so concurrent claimants become visible, and decides the tie: a lease already marked
    ``training`` wins, else the oldest ``start_time``, then ``run_id``. The loser deletes its
-   lease and gets ``None``; the winner marks itself ``training`` and gets a :class:`Lease`.
+   lease (ends it KILLED, and deletes it where allowed) and gets ``None``; the winner marks itself ``training`` and gets a :class:`Lease`.
 3. The holder re-checks :meth:`Lease.is_holder` before it publishes: a holder that stalled
    past ``TRAINKIT_STALE_AFTER`` may have been taken over, and then publishes nothing.
 4. It ends in exactly one of: published (the run turns FINISHED with ``config_hash``, then the
    lease tags go: waiters see the lease or the model, never neither), :meth:`Lease.release`
-   (no model: the run is deleted), :meth:`Lease.fail` (FAILED, or KILLED on Ctrl-C, released
+   (no model: the run ends KILLED and tagged, and is deleted where the user may), :meth:`Lease.fail` (FAILED, or KILLED on Ctrl-C, released
    at once so waiters take over without waiting for staleness).
 """
 
@@ -113,7 +113,7 @@ class Lease:
             self.mark_won()
             return True
         log.info("lease %s lost its tie to an older claimant: released", self.run_id)
-        self.release()
+        self.release("lost the tie to an older claimant")
         self.lost_tie = True
         self.lost.set()
         return False
@@ -142,20 +142,28 @@ class Lease:
         with contextlib.suppress(Exception):
             self.client.set_tag(self.run_id, TAG_CLAIM_STATE, CLAIM_STATE_TRAINING)
 
-    def release(self) -> None:
+    def release(self, reason: str = "released without a model") -> None:
         """Give the hash up without a model (lost the tie, or a model appeared meanwhile): the
-        lease run is ended and deleted, since it never held anything. A lease that was taken
-        over is left as the taker marked it (FAILED, for the record)."""
+        claim tag goes first (from then on the run is no lease), the run ends KILLED with
+        ``reason`` in ``trainkit.failure``, then it is deleted — it never held anything. The
+        delete needs MANAGE on the experiment; a trainer with EDIT alone (a team server's
+        usual grant) cannot, and the run stays, KILLED and tagged: the protocol never needs
+        the delete. A lease that was taken over is left as the taker marked it (FAILED)."""
         self.stop_heartbeat()
         if self.lost.is_set():
             return
         with contextlib.suppress(Exception):
             self.client.delete_tag(self.run_id, TAG_CLAIM)
-        if not self.external:
-            with contextlib.suppress(Exception):
-                self.client.set_terminated(self.run_id, status="KILLED")
-            with contextlib.suppress(Exception):
-                self.client.delete_run(self.run_id)
+        if self.external:
+            return
+        with contextlib.suppress(Exception):
+            self.client.set_tag(self.run_id, TAG_FAILURE, reason)
+        with contextlib.suppress(Exception):  # on its own: a failed tag must not leave the run RUNNING
+            self.client.set_terminated(self.run_id, status="KILLED")
+        try:
+            self.client.delete_run(self.run_id)
+        except Exception as exc:  # 403 without MANAGE: the KILLED, tagged run is the record
+            log.debug("lease run %s ended KILLED, not deleted: %s", self.run_id, exc)
 
     def fail(self, reason: str, status: str = "FAILED") -> None:
         """End without a model: FAILED (an error) or KILLED (Ctrl-C), released at once so a

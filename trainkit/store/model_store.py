@@ -58,6 +58,11 @@ class ModelStore:
         return self.catalog.list_models(symbol, include_training, strict_registry)
 
     def delete(self, models: Any, *, purge: bool = False) -> None:
+        """Delete ``models`` (see :meth:`Catalog.delete`). Deleting runs needs MANAGE on the
+        experiment: asked first, so a user without it deletes nothing rather than some."""
+        models = list(models)
+        if models:
+            self.conn.require("MANAGE", [self.experiment_name], f"deleting {len(models)} model(s)")
         self.catalog.delete(models, purge=purge)
 
     def mark_broken(self, run_id: str, reason: str) -> None:

@@ -69,6 +69,7 @@ class CachedModel:
     data_digest: str = ""  # sha256 of the prices it was trained on (TAG_DATA_DIGEST)
     data_seed: int | None = None  # the synthetic seed of its config (param)
     data_changed: bool | None = None  # do today's local prices of its window differ? None: not checked
+    experiment_id: str = ""  # where the run is (the UI's pages are per experiment)
 
     @property
     def fell_back(self) -> bool:
@@ -131,6 +132,7 @@ def record_from_run(run: Any, status: str | None = None, registered: tuple[str, 
         registered=registered,
         data_digest=tags.get(TAG_DATA_DIGEST, ""),
         data_seed=_int_or_none(params.get(PARAM_DATA_SEED)),
+        experiment_id=str(run.info.experiment_id or ""),
     )
 
 

@@ -214,6 +214,7 @@ class StudyStore:
             return found
         from trainkit.store.runs import as_params
 
+        self._require_edit(name)
         exp = self._experiment()
         all_tags = {**tags, C.TAG_STUDY: name, C.TAG_STUDY_IDENTITY: json.dumps(identity, sort_keys=True)}
         with self.conn.errors("creating the study"):
@@ -229,6 +230,12 @@ class StudyStore:
                 self.client.delete_run(rid)
             return winner
         return StudyRecord(rid, name, dict(identity))
+
+    def _require_edit(self, name: str) -> None:
+        """A search writes in every experiment trainkit uses (study and trials; the trials'
+        walk-forwards train, backtest and log): EDIT on each, asked before the first write."""
+        self.conn.require("EDIT", [C.TUNE_EXPERIMENT, C.DEFAULT_EXPERIMENT, C.BACKTEST_EXPERIMENT,
+                                   C.WALKFORWARD_EXPERIMENT], f"study {name}: running trials")
 
     def trials(self, study: StudyRecord) -> list[TrialRecord]:
         """Every trial of ``study``, by number (all pages)."""
@@ -259,6 +266,7 @@ class StudyStore:
         in the tune experiment)."""
         from trainkit.store.lease import LeaseManager
 
+        self._require_edit(study.name)
         exp = self._experiment()
         leases = LeaseManager(self.conn, lambda: exp)
         key = f"study:{study.run_id}"
@@ -277,7 +285,7 @@ class StudyStore:
         try:
             yield
         finally:
-            lease.release()
+            lease.release("trial numbers given out")
 
     def _start(self, study: StudyRecord, run_id: str, number: int) -> Lease:
         key = f"trial:{study.run_id}:{number}"

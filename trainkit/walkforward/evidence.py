@@ -113,6 +113,8 @@ class Evidence:
     pbo_candidates: int
     #: the chosen run's metrics when it was read (the latest snapshot logged on it, if any)
     run_metrics: Mapping[str, float] = field(default_factory=dict, compare=False, repr=False)
+    #: the chosen walk-forward run's experiment (where the UI finds it)
+    experiment_id: str = field(default="", compare=False)
 
     @property
     def deflated_sharpe(self) -> float:
@@ -228,6 +230,7 @@ def evidence_of(store: ModelStore, chosen: LoggedWalkForward) -> Evidence:
         window=f"{symbol} {chosen.params.get('start', '?')}..{chosen.params.get('end', '?')}",
         sharpe=float(chosen.metrics.get("sharpe", dsr.annualized_sharpe)), deflated=dsr, n_configs=n_configs,
         pbo=pbo, pbo_candidates=len(same_days) if pbo is not None else 0, run_metrics=dict(chosen.metrics),
+        experiment_id=chosen.experiment_id,
     )
 
 

@@ -1,8 +1,9 @@
 """A walk-forward in MLflow (:mod:`trainkit.store.evaluations` does the writing): one parent
 run per symbol in experiment ``trainkit-walkforward`` — params, aggregate metrics, a markdown
 description, ``equity_curve.png``, ``folds.csv``, ``equity.csv`` — with a nested child run per
-fold and seed pointing at its cached backtest. Each fold's out-of-sample metrics are also
-logged against its LoggedModel. Written only for a result no identical walk-forward has logged
+fold and seed pointing at its cached backtest, its description linking to the fold's model.
+Each fold's out-of-sample metrics are also logged against its LoggedModel, all folds against one
+dataset (:func:`oos_dataset`). Written only for a result no identical walk-forward has logged
 (the caller checks :func:`~trainkit.store.evaluations.find_walkforward` first)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainkit.store import ModelStore
     from trainkit.walkforward.result import WalkForward
 
-__all__ = ["log_parent_run", "plot"]
+__all__ = ["log_parent_run", "oos_dataset", "plot"]
 
 
 def log_parent_run(store: ModelStore, wf: WalkForward, stitched: pd.DataFrame) -> str:
@@ -31,6 +32,8 @@ def log_parent_run(store: ModelStore, wf: WalkForward, stitched: pd.DataFrame) -
 
     plan = wf.plan
     many = len(plan.seeds) > 1
+    dataset_name, dataset_digest = oos_dataset(plan)
+    cache_experiment = store.experiment_id_if_exists()  # the fold models' experiment, for their links
     fold_runs = []
     rows = []
     for f in wf.folds:
@@ -39,6 +42,7 @@ def log_parent_run(store: ModelStore, wf: WalkForward, stitched: pd.DataFrame) -
             C.TAG_SYMBOL: plan.symbol, C.TAG_MODEL_URI: f.model_uri, C.TAG_SOURCE_RUN_ID: f.training_run_id,
             C.TAG_SOURCE_CONFIG_HASH: f.config_hash, C.TAG_BACKTEST_KEY: f.backtest_key,
             C.TAG_BACKTEST_RUN_ID: bt.run_id or "", C.TAG_VERSION: __version__,
+            C.TAG_NOTE: _fold_description(wf, f, cache_experiment),
         }
         if f.model_id:
             tags[C.TAG_MODEL_ID] = f.model_id
@@ -48,9 +52,8 @@ def log_parent_run(store: ModelStore, wf: WalkForward, stitched: pd.DataFrame) -
         ), strict=True))
         fold_runs.append(FoldRun(
             run_name=f"{plan.symbol}-fold{f.index:02d}" + (f"-seed{f.seed}" if many else ""), params=params,
-            tags=tags, metrics=dict(f.metrics), model_id=f.model_id,
-            dataset_name=f"{plan.symbol} {f.test_start}..{f.test_end} (out of sample)",
-            dataset_digest=(bt.data_digest or "")[:32] or None,
+            tags=tags, metrics=dict(f.metrics), model_id=f.model_id, dataset_name=dataset_name,
+            dataset_digest=dataset_digest,
         ))
         rows.append(_folds_row(params, f.metrics, bt.run_id))
     tags = {
@@ -72,6 +75,49 @@ def log_parent_run(store: ModelStore, wf: WalkForward, stitched: pd.DataFrame) -
             tags=tags, metrics=wf.metrics, folds=fold_runs,
             artifacts={"equity_curve.png": png, "folds.csv": folds_csv, "equity.csv": equity_csv},
         ))
+
+
+def oos_dataset(plan: Any) -> tuple[str, str]:
+    """``(name, digest)`` of the dataset the fold models' out-of-sample metrics are logged
+    against: one for every test window of the walk-forward, and the same for every config walked
+    forward on those days — the window of honest selection
+    (:func:`~trainkit.walkforward.evidence.window_key`, its digest). So MLflow's Models view shows
+    one column per metric (``sharpe``, …) where configs tried on the same days compare, not a
+    column group per fold. Which window a value is from stays on the metric's run, the fold run
+    (params ``test_start``, ``test_end``), which ``trainkit list --oos-window`` ranks by."""
+    from trainkit.walkforward.evidence import window_key
+
+    name = (f"{plan.symbol} out of sample: walk-forward {plan.start}..{plan.end}, {plan.train_window} train / "
+            f"{plan.test_window} test")
+    return name, window_key(plan.params(), plan.data_source_effective)[:32]
+
+
+def _fold_description(wf: WalkForward, f: Any, cache_experiment: str | None) -> str:
+    """A fold run's note (``mlflow.note.content``), the first thing its page shows: the days, the
+    result, and the model it measured, linked. MLflow 3.17's "Logged models" table on a run page
+    lists only models of the run's own experiment, so the fold's model (in the cache experiment)
+    is reached from here: a relative link, which opens on whatever address the server has."""
+    from trainkit.store.contract import UI_MODEL, UI_RUN
+
+    p, m = wf.plan, f.metrics
+    model = f"`{f.model_uri}`" + (f" = `models:/{f.model_id}`" if f.model_id else "")
+    trained_by = f"`{f.training_run_id}`"
+    if cache_experiment:
+        if f.model_id:
+            model = f"[{model}]({UI_MODEL.format(experiment_id=cache_experiment, model_id=f.model_id)})"
+        trained_by = f"[{trained_by}]({UI_RUN.format(experiment_id=cache_experiment, run_id=f.training_run_id)})"
+    seed = f", seed {f.seed}" if len(p.seeds) > 1 else ""
+    lines = [
+        f"### {p.symbol} fold {f.index}{seed}: out of sample {f.test_start} → {f.test_end}",
+        "",
+        f"* model: {model}",
+        f"* trained on {f.train_start} → {f.train_end} by run {trained_by}, config `{f.config_hash[:8]}`",
+        (f"* total return **{m['total_return']:+.2%}** vs buy-and-hold {m['buy_and_hold_return']:+.2%}; "
+         f"Sharpe {m['sharpe']:.2f}, max drawdown {m['max_drawdown']:.2%}"),
+    ]
+    if f.fallback_reason:
+        lines.append(f"* ⚠ trained on SYNTHETIC fallback prices: {f.fallback_reason}")
+    return "\n".join(lines)
 
 
 def _folds_row(params: dict[str, str], metrics: dict[str, float], backtest_run_id: str | None) -> dict[str, Any]:

@@ -72,7 +72,8 @@ class WalkForward:
     out-of-sample daily ``equity`` (a Series indexed by date; with several seeds, their
     equal-weight portfolio), ``buy_and_hold`` stitched the same way, each seed's own stitched
     equity (``seed_equity``, one column per seed), the aggregate ``metrics`` and the MLflow
-    parent run (``run_id``; ``run_existed``: an identical walk-forward had logged it)."""
+    parent run (``run_id``, in experiment ``experiment_id``; ``run_existed``: an identical
+    walk-forward had logged it)."""
 
     plan: WalkForwardPlan = field(repr=False)
     folds: tuple[Fold, ...]
@@ -83,6 +84,7 @@ class WalkForward:
     run_id: str | None = None
     run_existed: bool = False
     key: str = ""
+    experiment_id: str | None = None
     #: the selection evidence (:class:`trainkit.walkforward.evidence.Evidence`) of this
     #: walk-forward among every config tried on its window, when it was computed
     evidence: Any = field(default=None, compare=False, repr=False)
@@ -113,6 +115,7 @@ class WalkForward:
             "symbol": p.symbol,
             "run_id": self.run_id,
             "experiment": WALKFORWARD_EXPERIMENT if self.run_id else None,
+            "experiment_id": self.experiment_id,
             "run_existed": self.run_existed,
             "start": p.start, "end": p.end, "anchor": p.anchor,
             "train_window": str(p.train_window), "test_window": str(p.test_window), "step": str(p.step),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainkit.errors import TrainkitError
 from trainkit.fanout import fan_out
+from trainkit.store.contract import BACKTEST_EXPERIMENT, WALKFORWARD_EXPERIMENT
 from trainkit.walkforward.plan import FoldTask, WalkForwardPlan, plan_walk_forward
 from trainkit.walkforward.result import Fold, WalkForward
 from trainkit.walkforward.stitch import aggregate, walkforward_key
@@ -120,6 +121,9 @@ def run_plan(cache: ModelCache, plan: WalkForwardPlan, executor: Executor | None
             pending.append(task)
         else:
             finished(cached)
+    if pending:  # folds train, backtest and log metrics on their models: may this user write?
+        cache.store.conn.require("EDIT", [cache.experiment_name, BACKTEST_EXPERIMENT, WALKFORWARD_EXPERIMENT],
+                                 f"{plan.symbol}: walking forward")
     failures: list[TrainkitError] = []
     work = partial(run_fold, force=force, no_fallback=no_fallback)
     for task, value in fan_out(cache, executor, work, pending):
@@ -152,10 +156,15 @@ def conclude(cache: ModelCache, plan: WalkForwardPlan, folds: list[Fold], *, log
     from trainkit.store.evaluations import find_walkforward
     from trainkit.walkforward.report import log_parent_run
 
+    from trainkit.store.contract import WALKFORWARD_EXPERIMENT
+
     existing = find_walkforward(cache.store, wf.key)
     if existing is not None:
-        return dataclasses.replace(wf, run_id=existing, run_existed=True)
-    return dataclasses.replace(wf, run_id=log_parent_run(cache.store, wf, stitched))
+        wf = dataclasses.replace(wf, run_id=existing, run_existed=True)
+    else:
+        wf = dataclasses.replace(wf, run_id=log_parent_run(cache.store, wf, stitched))
+    # where the UI finds the run (the experiment was just used: its id is known, no request)
+    return dataclasses.replace(wf, experiment_id=cache.store.conn.experiment_id_if_exists(WALKFORWARD_EXPERIMENT))
 
 
 def dry_run(cache: ModelCache | None, plan: WalkForwardPlan) -> list[dict[str, Any]]:
