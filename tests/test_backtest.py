@@ -267,6 +267,11 @@ def test_a_window_overlapping_training_is_warned_about(goog_model, caplog: pytes
     run = manager.store.client.get_run(res.run_id)
     assert run.data.tags["trainkit.in_sample"] == "true"
     assert "overlaps the training window" in run.data.tags["mlflow.note.content"]
+    # one click from the backtest to its model and training run (the model lives in another experiment)
+    exp = manager.store.client.get_run(trained.run_id).info.experiment_id
+    assert (f"[`{trained.model_uri}` = `models:/{res.model_id}`](#/experiments/{exp}/models/{res.model_id}"
+            f"?workflowType=machine_learning) (training run [`{trained.run_id}`](#/experiments/{exp}/runs/"
+            f"{trained.run_id}?workflowType=machine_learning)") in run.data.tags["mlflow.note.content"]
     assert res.to_dict()["warnings"] == res.warnings
 
     caplog.clear()

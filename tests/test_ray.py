@@ -266,6 +266,9 @@ def test_remote_cluster_with_a_local_store_is_refused_before_anything_is_submitt
         assert not ray.is_initialized()  # refused before connecting, so before submitting
     assert _runs(sqlite_uri) == []
     # a tracking server on this machine's loopback is just as unreachable from other machines
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # the URI's credentials move there:
+        monkeypatch.setenv(name, "")  # for this test only (restored afterwards)
+        monkeypatch.delenv(name)
     with pytest.raises(ConfigError, match="127.0.0.1 is this machine only") as err:
         list(RayExecutor("10.255.0.1:6379", tracking_uri="http://user:secret@127.0.0.1:5000").map_unordered(str, [1]))
     assert "secret" not in str(err.value) and not ray.is_initialized()

@@ -47,7 +47,7 @@ import pandas as pd
 
 from trainkit.config import MIN_WINDOW_ROWS, file_sha256, parse_data_source, parse_date
 from trainkit.sources import canonical_source
-from trainkit.errors import ConfigError, DataError
+from trainkit.errors import ConfigError, DataError, TrainkitError
 # the shared metrics (also re-exported here: ``from trainkit.backtest import compute_metrics`` keeps working)
 from trainkit.metrics import COUNT_METRICS, METRIC_NAMES, TRADING_DAYS, compute_metrics, drawdowns, plot_drawdowns
 from trainkit.store import contract as C  # stdlib only: no mlflow, no I/O
@@ -406,7 +406,7 @@ def _log(store: Any, result: BacktestResult, config: Any, *, override: str | Non
         C.TAG_DATA_DIGEST: result.data_digest or "",
         C.TAG_IN_SAMPLE: "true" if in_sample else "false",
         C.TAG_VERSION: __version__,
-        C.TAG_NOTE: _description(result, config),
+        C.TAG_NOTE: _description(result, config, _experiment_of(store, result.source_run_id)),
     }
     if result.model_id:
         tags[C.TAG_MODEL_ID] = result.model_id
@@ -438,13 +438,23 @@ def _log(store: Any, result: BacktestResult, config: Any, *, override: str | Non
         )
 
 
-def _description(result: BacktestResult, config: Any) -> str:
+def _experiment_of(store: Any, run_id: str) -> str | None:
+    """The experiment of a model's training run, for the link to its page (none if unknown)."""
+    try:
+        return str(store.get_run(run_id).info.experiment_id)
+    except TrainkitError:
+        return None
+
+
+def _description(result: BacktestResult, config: Any, model_experiment: str | None = None) -> str:
+    """The backtest run's note: the days, the model (linked to its page when ``model_experiment``,
+    the experiment of its training run, is known), the data and the result."""
     m = result.metrics
+    model, run = C.linked_model(result.model_uri, result.model_id, result.source_run_id, model_experiment)
     lines = [
         f"### Backtest of {result.symbol} ({config.algo.upper()}) over {result.start} → {result.end}",
         "",
-        f"* model: `{result.model_uri}` (training run `{result.source_run_id}`, trained on "
-        f"{config.train_start} → {config.train_end})",
+        f"* model: {model} (training run {run}, trained on {config.train_start} → {config.train_end})",
         f"* data: {result.data_source_effective}",
         f"* total return **{m['total_return']:+.2%}** vs buy-and-hold {m['buy_and_hold_return']:+.2%}; "
         f"Sharpe {m['sharpe']:.2f}, max drawdown {m['max_drawdown']:.2%}",

@@ -145,6 +145,16 @@ def test_a_trainer_with_edit_walks_forward_tunes_registers_but_cannot_clear(auth
     cleared = trainer.cli("clear", "--yes", "--include-registered")
     one_error_line(cleared, "user 'trainer' has EDIT on experiment 'trainkit'", "needs MANAGE", "nothing was done")
     assert {m["run_id"] for m in trainer.cli("list", "--json").json()} == listed  # nothing deleted
+    # an experiment the trainer made is the trainer's (MANAGE): clear works there; and an admin, whom
+    # the server grants nothing explicitly there, is not refused by trainkit either
+    own = ("--experiment", "perm-own")
+    [mine] = trainer.cli(*own, "train", "--symbols", "PERMO", *WINDOW, *TINY, "--json").json()
+    assert trainer.cli(*own, "clear", "--yes", "--symbol", "PERMO").rc == 0
+    [again] = trainer.cli(*own, "train", "--symbols", "PERMO", *WINDOW, *TINY, "--json").json()
+    assert again["status"] == "trained" and again["run_id"] != mine["run_id"]
+    admin = member("admin")
+    assert admin.cli(*own, "clear", "--yes", "--symbol", "PERMO").rc == 0
+    assert admin.cli(*own, "list", "--json", "--symbol", "PERMO").json() == []
     from mlflow.tracking import MlflowClient
 
     running = [r.info.run_id for e in EXPERIMENTS for r in MlflowClient().search_runs(
@@ -198,10 +208,15 @@ def test_credentials_missing_wrong_or_a_rejected_host_each_say_their_fix(auth, m
     pw = auth.passwords["viewer"]
     in_uri = member("in-uri", user=None, uri=auth.uri.replace("http://", f"http://viewer:{pw}@"))
     res = in_uri.cli("list", "--json")
-    assert res.rc == 0 and res.json(), str(res)
+    assert res.rc == 0 and isinstance(res.json(), list), str(res)  # signed in (else: a 401)
     missing = in_uri.cli("train", "--symbols", "PERMU", *WINDOW, *TINY)
     one_error_line(missing, "user 'viewer'", f"at {auth.uri}")
     assert pw not in missing.err + missing.out + res.err + res.out
+    # a name and no password may be a token put where a user name goes: refused, and never shown
+    token = auth.passwords["trainer"]
+    misplaced = member("token-in-uri", user=None, uri=auth.uri.replace("http://", f"http://{token}@")).cli("list")
+    assert misplaced.rc == 2 and "MLFLOW_TRACKING_TOKEN" in misplaced.err, str(misplaced)
+    assert token not in misplaced.err + misplaced.out
 
 
 def test_no_password_is_written_printed_or_logged(auth, team_root) -> None:

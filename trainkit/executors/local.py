@@ -183,11 +183,20 @@ def worker_init(caller: WorkerContext | int = 0) -> None:
     logger = logging.getLogger("trainkit")
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.setFormatter(_Redacting("%(levelname)s: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     verbose = caller.verbose
     logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
+
+
+class _Redacting(logging.Formatter):
+    """A worker's log lines with their secrets masked, as the CLI's are (settings.redact_text)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from trainkit.settings import redact_text
+
+        return redact_text(super().format(record))
 
 
 def stop_pool(pool: Any, grace: float = 10.0) -> None:

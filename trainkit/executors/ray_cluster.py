@@ -108,6 +108,10 @@ def ray_worker_env(tracking_uri: str, extra: dict[str, str] | None = None) -> di
     else:
         for name in secrets:
             del env[name]
+        given = sorted(set(secrets) & set(extra or {}))
+        if given:  # asked for by name, and still not sent: say so (the value never)
+            log.warning("not forwarding %s to Ray tasks: credentials stay on this machine (the nodes bring their "
+                        "own; TRAINKIT_RAY_FORWARD_SECRETS=true forwards them)", ", ".join(given))
     return env
 
 

@@ -22,13 +22,16 @@ each in one place here (docs/ARCHITECTURE.md, *Users, permissions and secrets*):
 
 from __future__ import annotations
 
+import logging
 import threading
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
 from trainkit import settings
-from trainkit.errors import PermissionDenied, StoreError
+from trainkit.errors import ConfigError, PermissionDenied, StoreError
+
+log = logging.getLogger("trainkit")
 
 #: MLflow's permissions, weakest first (``DENY`` and ``NO_PERMISSIONS`` allow nothing)
 PERMISSION_ORDER = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
@@ -41,6 +44,9 @@ _INVALID_HOST = "Invalid Host header"
 #: ``mlflow.server.auth.routes.GET_USER_PERMISSION``; a user may ask about themself)
 _GET_USER_PERMISSION = "/api/3.0/mlflow/users/permissions/get"
 
+#: who the signed-in user is, and whether an admin (``mlflow.server.auth.routes.GET_CURRENT_USER``)
+_CURRENT_USER = "/api/2.0/mlflow/users/current"
+
 _CREDENTIAL_HINT = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
                     "to your account on that server")
 
@@ -48,8 +54,10 @@ _CREDENTIAL_HINT = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (
 def adopt_uri_credentials(uri: str) -> str:
     """``uri`` without ``user:password@``; the credentials it carried become this process's
     ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (the URI's win over the
-    environment's: they were given last and explicitly). ``MLFLOW_TRACKING_URI`` is rewritten
-    when it held them, so nothing downstream (MLflow, child processes) sees them in a URI."""
+    environment's: they were given last and explicitly). ``MLFLOW_TRACKING_URI`` (or
+    ``MLFLOW_REGISTRY_URI``) is rewritten when it held them, so nothing downstream (MLflow, child processes) sees them in a URI. A
+    name without a password (and none in the environment) is refused without being shown: it
+    may be a token in the wrong place."""
     try:
         parts = urllib.parse.urlsplit(uri)
     except ValueError:
@@ -58,13 +66,18 @@ def adopt_uri_credentials(uri: str) -> str:
         return uri
     userinfo, host = parts.netloc.rsplit("@", 1)
     user, _, password = userinfo.partition(":")
+    if not password and not settings.MLFLOW_TRACKING_PASSWORD.is_set():  # a token where a user goes? never echo it
+        raise ConfigError("the tracking URI has credentials without a password (name@host): put your user name and "
+                          "password in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or a token in "
+                          "MLFLOW_TRACKING_TOKEN) and give the URI without them")
     if user:
         settings.MLFLOW_TRACKING_USERNAME.put(urllib.parse.unquote(user))
     if password:
         settings.MLFLOW_TRACKING_PASSWORD.put(urllib.parse.unquote(password))
     clean = urllib.parse.urlunsplit(parts._replace(netloc=host))
-    if settings.MLFLOW_TRACKING_URI.raw() == uri.strip():
-        settings.MLFLOW_TRACKING_URI.put(clean)
+    for variable in (settings.MLFLOW_TRACKING_URI, settings.MLFLOW_REGISTRY_URI):
+        if variable.raw() == uri.strip():
+            variable.put(clean)
     return clean
 
 
@@ -91,6 +104,17 @@ def http_status(exc: BaseException) -> int | None:
         return int(get()) if get is not None else None
     except (TypeError, ValueError):
         return None
+
+
+class _Status(Exception):
+    """A bare HTTP answer, shaped as :func:`refusal` reads an MLflow error."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+
+    def get_http_status_code(self) -> int:
+        return self.status
 
 
 def _whoami() -> str:
@@ -125,53 +149,84 @@ def refusal(exc: BaseException, what: str, uri: str) -> StoreError | None:
 
 
 # ---------------------------------------------------------------------------- permissions
-_NO_AUTH_APP: set[str] = set()  # servers that answered 404 to the permissions endpoint
+_NO_AUTH_APP: set[str] = set()  # servers whose auth endpoints answered 404: no users there
 _lock = threading.Lock()
 
 
 class Permissions:
     """The signed-in user's effective permissions on one tracking server's experiments.
 
-    ``conn`` is a :class:`~trainkit.store.connection.Connection`. Answers are kept for the
-    life of the object (one request, one process): permissions change rarely, and asking once
-    per experiment keeps a cache hit at the speed of a lookup."""
+    ``conn`` is a :class:`~trainkit.store.connection.Connection`. Who the user is comes from
+    the server (``/users/current``: a token's user too, and whether they are an admin, whom no
+    grant limits); their permission per experiment from ``/users/permissions/get``. Answers are
+    kept per (credentials, experiment) for the life of the object: permissions change rarely,
+    and asking once keeps a cache hit at the speed of a lookup. Any answer but a clear one is
+    "cannot say" (``None``), and then the server's answers to the real calls decide."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self._known: dict[str, str | None] = {}
+        self._known: dict[tuple[str, str], str | None] = {}
 
     def of(self, experiment_id: str) -> str | None:
-        """The effective permission (``READ`` … ``MANAGE``), or ``None`` when the server cannot
-        say: not a remote server, no auth app, or no user name to ask about (a token)."""
-        uri, user = self.conn.tracking_uri, settings.MLFLOW_TRACKING_USERNAME.get()
-        if not uri.startswith(("http://", "https://")) or not user or uri in _NO_AUTH_APP:
+        """The effective permission (``READ`` … ``MANAGE``; ``MANAGE`` for an admin), or
+        ``None`` when the server cannot say: not a remote server, no auth app, no answer."""
+        uri = self.conn.tracking_uri
+        if not uri.startswith(("http://", "https://")) or uri in _NO_AUTH_APP:
             return None
-        if experiment_id not in self._known:
-            self._known[experiment_id] = self._ask(uri, user, experiment_id)
-        return self._known[experiment_id]
+        who = authorization_header(uri).get("Authorization", "")
+        if not who:
+            return None  # no credentials: the server's 401 says so, with its fix
+        key = (who, experiment_id)
+        if key not in self._known:
+            self._known[key] = self._ask(uri, experiment_id)
+        return self._known[key]
 
-    def _ask(self, uri: str, user: str, experiment_id: str) -> str | None:
-        """``AuthServiceClient.get_user_permission``'s request, made with MLflow's REST helpers:
-        importing the client would load MLflow's server (Flask, FastAPI) into every trainer."""
-        from mlflow.exceptions import MlflowException
+    def user(self) -> str:
+        """The signed-in user's name as the server knows it (else the configured one)."""
+        me = self._get(self.conn.tracking_uri, _CURRENT_USER, {}) or {}
+        return str((me.get("user") or {}).get("username") or settings.MLFLOW_TRACKING_USERNAME.get() or "?")
+
+    def _ask(self, uri: str, experiment_id: str) -> str | None:
+        me = self._get(uri, _CURRENT_USER, {})
+        user = (me or {}).get("user") or {}
+        if not user.get("username"):
+            return None
+        if user.get("is_admin"):
+            return "MANAGE"  # the server checks nothing for an admin
+        answer = self._get(uri, _GET_USER_PERMISSION, {"username": user["username"], "resource_type": "experiment",
+                                                       "resource_id": experiment_id})
+        permission = (answer or {}).get("permission")
+        return str(permission) if permission else None
+
+    @staticmethod
+    def _get(uri: str, endpoint: str, params: dict[str, str]) -> dict[str, Any] | None:
+        """``GET endpoint`` with MLflow's REST helpers and host credentials (importing MLflow's
+        ``AuthServiceClient`` would load its server, Flask and FastAPI, into every trainer): the
+        JSON answer, or ``None`` for anything but a clear one (a 404 marks a server without
+        users). A 401 or a 403 from ``--allowed-hosts`` raises its one-line error."""
         from mlflow.utils.credentials import get_default_host_creds
-        from mlflow.utils.rest_utils import http_request, verify_rest_response
+        from mlflow.utils.rest_utils import http_request
 
-        params = {"username": user, "resource_type": "experiment", "resource_id": experiment_id}
+        what = "asking the server who you are and what you may do"
         try:
-            with self.conn.errors("asking the server for your permissions"):
-                try:
-                    resp = http_request(get_default_host_creds(uri), _GET_USER_PERMISSION, "GET", params=params)
-                    answer = verify_rest_response(resp, _GET_USER_PERMISSION).json()["permission"]
-                except MlflowException as exc:
-                    if http_status(exc) == 404:  # no auth app on this server: nothing to ask
-                        with _lock:
-                            _NO_AUTH_APP.add(uri)
-                        return None
-                    raise
-        except PermissionDenied:
-            return None  # a server that will not say: its answers to the real calls decide
-        return str(answer)
+            resp = http_request(get_default_host_creds(uri), endpoint, "GET", params=params)
+        except Exception as exc:  # the server did not answer: the real calls will say so, and retry
+            log.debug("%s: %s", what, exc)
+            return None
+        if resp.status_code == 404:
+            with _lock:
+                _NO_AUTH_APP.add(uri)
+            return None
+        if resp.status_code in (401, 403):
+            refused = refusal(_Status(resp.status_code, resp.text), what, uri)
+            if refused is not None and not isinstance(refused, PermissionDenied):
+                raise refused
+            return None
+        try:
+            body = resp.json() if resp.status_code == 200 else None
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) else None
 
     def require(self, need: str, experiments: Iterable[str], doing: str) -> None:
         """Raise :class:`PermissionDenied` — naming the user, the permission it lacks and the
@@ -190,7 +245,7 @@ class Permissions:
             rank = PERMISSION_ORDER.index(held) if held in PERMISSION_ORDER else 0
             if rank < PERMISSION_ORDER.index(need):
                 raise PermissionDenied(
-                    f"{doing}: user '{settings.MLFLOW_TRACKING_USERNAME.get()}' has {held} on experiment '{name}' at "
+                    f"{doing}: user '{self.user()}' has {held} on experiment '{name}' at "
                     f"{self.conn.tracking_uri}, and this needs {need}: ask the server's admin to grant {need} on "
                     f"'{name}' (nothing was done)")
 

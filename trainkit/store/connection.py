@@ -287,6 +287,7 @@ class Connection:
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        _ = self.registry_uri  # its credentials, too, leave the URI before MlflowClient reads it
         prepare_tracking(self.tracking_uri, create=create)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self._experiments: dict[str, str] = {}
@@ -305,7 +306,8 @@ class Connection:
     def registry_uri(self) -> str:
         """Where the model registry is: ``MLFLOW_REGISTRY_URI`` (which ``MlflowClient`` reads),
         else the tracking store."""
-        return settings.MLFLOW_REGISTRY_URI.get() or self.tracking_uri
+        registry = settings.MLFLOW_REGISTRY_URI.get()
+        return adopt_uri_credentials(registry) if registry else self.tracking_uri
 
     def registry_errors(self, what: str) -> StoreErrors:
         """:meth:`errors` for registry calls: the message names the registry, not the tracking store."""

@@ -69,6 +69,21 @@ UI_RUN: Final = "#/experiments/{experiment_id}/runs/{run_id}?workflowType=machin
 UI_MODEL: Final = "#/experiments/{experiment_id}/models/{model_id}?workflowType=machine_learning"
 UI_MODEL_VERSION: Final = "#/models/{name}/versions/{version}?workflowType=machine_learning"
 
+
+def linked_model(model_uri: str, model_id: str | None, run_id: str, experiment_id: str | None) -> tuple[str, str]:
+    """A model and its training run as a run's description shows them: markdown links to their
+    UI pages when the experiment is known, else code. A run page's "Logged models" table lists
+    only models of the run's own experiment (MLflow 3.17), and evaluations live in other
+    experiments than their models: these links are the one click from a fold or a backtest to
+    its model. Relative, so they open on whatever address the server has."""
+    model = f"`{model_uri}`" + (f" = `models:/{model_id}`" if model_id else "")
+    run = f"`{run_id}`"
+    if experiment_id:
+        if model_id:
+            model = f"[{model}]({UI_MODEL.format(experiment_id=experiment_id, model_id=model_id)})"
+        run = f"[{run}]({UI_RUN.format(experiment_id=experiment_id, run_id=run_id)})"
+    return model, run
+
 # ----------------------------------------------------------------------------- renamed tags
 #: **The legacy-name convention.** A tag is never renamed in place: the new name becomes the
 #: TAG_* constant, and the old literal is kept here forever, current name -> the names older

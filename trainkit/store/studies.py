@@ -234,7 +234,7 @@ class StudyStore:
     def _require_edit(self, name: str) -> None:
         """A search writes in every experiment trainkit uses (study and trials; the trials'
         walk-forwards train, backtest and log): EDIT on each, asked before the first write."""
-        self.conn.require("EDIT", [C.TUNE_EXPERIMENT, C.DEFAULT_EXPERIMENT, C.BACKTEST_EXPERIMENT,
+        self.conn.require("EDIT", [C.TUNE_EXPERIMENT, self.store.experiment_name, C.BACKTEST_EXPERIMENT,
                                    C.WALKFORWARD_EXPERIMENT], f"study {name}: running trials")
 
     def trials(self, study: StudyRecord) -> list[TrialRecord]:

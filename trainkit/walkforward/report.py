@@ -96,24 +96,20 @@ def _fold_description(wf: WalkForward, f: Any, cache_experiment: str | None) -> 
     """A fold run's note (``mlflow.note.content``), the first thing its page shows: the days, the
     result, and the model it measured, linked. MLflow 3.17's "Logged models" table on a run page
     lists only models of the run's own experiment, so the fold's model (in the cache experiment)
-    is reached from here: a relative link, which opens on whatever address the server has."""
-    from trainkit.store.contract import UI_MODEL, UI_RUN
+    is reached from here (:func:`~trainkit.store.contract.linked_model`)."""
+    from trainkit.store.contract import linked_model
 
-    p, m = wf.plan, f.metrics
-    model = f"`{f.model_uri}`" + (f" = `models:/{f.model_id}`" if f.model_id else "")
-    trained_by = f"`{f.training_run_id}`"
-    if cache_experiment:
-        if f.model_id:
-            model = f"[{model}]({UI_MODEL.format(experiment_id=cache_experiment, model_id=f.model_id)})"
-        trained_by = f"[{trained_by}]({UI_RUN.format(experiment_id=cache_experiment, run_id=f.training_run_id)})"
+    p, m, nan = wf.plan, f.metrics, float("nan")
+    model, trained_by = linked_model(f.model_uri, f.model_id, f.training_run_id, cache_experiment)
     seed = f", seed {f.seed}" if len(p.seeds) > 1 else ""
     lines = [
         f"### {p.symbol} fold {f.index}{seed}: out of sample {f.test_start} → {f.test_end}",
         "",
         f"* model: {model}",
         f"* trained on {f.train_start} → {f.train_end} by run {trained_by}, config `{f.config_hash[:8]}`",
-        (f"* total return **{m['total_return']:+.2%}** vs buy-and-hold {m['buy_and_hold_return']:+.2%}; "
-         f"Sharpe {m['sharpe']:.2f}, max drawdown {m['max_drawdown']:.2%}"),
+        (f"* total return **{m.get('total_return', nan):+.2%}** vs buy-and-hold "
+         f"{m.get('buy_and_hold_return', nan):+.2%}; Sharpe {m.get('sharpe', nan):.2f}, max drawdown "
+         f"{m.get('max_drawdown', nan):.2%}"),  # a metric that was not finite was never logged
     ]
     if f.fallback_reason:
         lines.append(f"* ⚠ trained on SYNTHETIC fallback prices: {f.fallback_reason}")

@@ -161,7 +161,8 @@ def conclude(cache: ModelCache, plan: WalkForwardPlan, folds: list[Fold], *, log
     existing = find_walkforward(cache.store, wf.key)
     if existing is not None:
         wf = dataclasses.replace(wf, run_id=existing, run_existed=True)
-    else:
+    else:  # the parent run, its fold runs and the models' out-of-sample metrics: writes, asked for first
+        cache.store.conn.require("EDIT", [cache.experiment_name, WALKFORWARD_EXPERIMENT], f"{plan.symbol}: walking forward")
         wf = dataclasses.replace(wf, run_id=log_parent_run(cache.store, wf, stitched))
     # where the UI finds the run (the experiment was just used: its id is known, no request)
     return dataclasses.replace(wf, experiment_id=cache.store.conn.experiment_id_if_exists(WALKFORWARD_EXPERIMENT))
