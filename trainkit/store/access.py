@@ -106,17 +106,6 @@ def http_status(exc: BaseException) -> int | None:
         return None
 
 
-class _Status(Exception):
-    """A bare HTTP answer, shaped as :func:`refusal` reads an MLflow error."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(text)
-        self.status = status
-
-    def get_http_status_code(self) -> int:
-        return self.status
-
-
 def _whoami() -> str:
     user = settings.MLFLOW_TRACKING_USERNAME.get()
     if user:
@@ -131,7 +120,11 @@ def refusal(exc: BaseException, what: str, uri: str) -> StoreError | None:
     * 403 with the ``--allowed-hosts`` answer: the server does not accept the host name the
       client used — not a permission, and no credential fixes it.
     * 403 otherwise: the user lacks a permission (:class:`PermissionDenied`)."""
-    status = http_status(exc)
+    return refusal_of(http_status(exc), str(exc), what, uri)
+
+
+def refusal_of(status: int | None, body: str, what: str, uri: str) -> StoreError | None:
+    """:func:`refusal` of an HTTP answer's status and body."""
     if status not in (401, 403):
         return None
     if status == 401:
@@ -139,7 +132,7 @@ def refusal(exc: BaseException, what: str, uri: str) -> StoreError | None:
             else "are missing"
         return StoreError(f"{what}: the tracking server at {uri} requires a login and the credentials {given} "
                           f"(HTTP 401): {_CREDENTIAL_HINT}")
-    if _INVALID_HOST in str(exc):
+    if _INVALID_HOST in body:
         host = urllib.parse.urlsplit(uri).netloc
         return StoreError(f"{what}: the tracking server at {uri} rejected the host name {host!r} (HTTP 403 from its "
                           "--allowed-hosts check; not a permission): use a host name the server allows, or ask its "
@@ -166,6 +159,7 @@ class Permissions:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self._known: dict[tuple[str, str], str | None] = {}
+        self._me: dict[str, dict[str, Any]] = {}  # credentials -> who the server says they are
 
     def of(self, experiment_id: str) -> str | None:
         """The effective permission (``READ`` … ``MANAGE``; ``MANAGE`` for an admin), or
@@ -178,17 +172,22 @@ class Permissions:
             return None  # no credentials: the server's 401 says so, with its fix
         key = (who, experiment_id)
         if key not in self._known:
-            self._known[key] = self._ask(uri, experiment_id)
+            self._known[key] = self._ask(uri, self._current(uri, who), experiment_id)
         return self._known[key]
 
     def user(self) -> str:
         """The signed-in user's name as the server knows it (else the configured one)."""
-        me = self._get(self.conn.tracking_uri, _CURRENT_USER, {}) or {}
-        return str((me.get("user") or {}).get("username") or settings.MLFLOW_TRACKING_USERNAME.get() or "?")
+        uri = self.conn.tracking_uri
+        me = self._current(uri, authorization_header(uri).get("Authorization", ""))
+        return str(me.get("username") or settings.MLFLOW_TRACKING_USERNAME.get() or "?")
 
-    def _ask(self, uri: str, experiment_id: str) -> str | None:
-        me = self._get(uri, _CURRENT_USER, {})
-        user = (me or {}).get("user") or {}
+    def _current(self, uri: str, who: str) -> dict[str, Any]:
+        """``/users/current`` for these credentials (name, is_admin), asked once."""
+        if who not in self._me:
+            self._me[who] = (self._get(uri, _CURRENT_USER, {}) or {}).get("user") or {}
+        return self._me[who]
+
+    def _ask(self, uri: str, user: dict[str, Any], experiment_id: str) -> str | None:
         if not user.get("username"):
             return None
         if user.get("is_admin"):
@@ -218,7 +217,7 @@ class Permissions:
                 _NO_AUTH_APP.add(uri)
             return None
         if resp.status_code in (401, 403):
-            refused = refusal(_Status(resp.status_code, resp.text), what, uri)
+            refused = refusal_of(resp.status_code, resp.text, what, uri)
             if refused is not None and not isinstance(refused, PermissionDenied):
                 raise refused
             return None
